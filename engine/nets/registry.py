@@ -1,0 +1,89 @@
+"""Network registry: name -> builder plus the per-model evaluation learning rate.
+
+Every builder picks the 32 px (CIFAR) variant at 32 px and the ImageNet-resolution variant
+otherwise, so callers only name the family.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .alexnet import AlexNet
+from .convnet import ConvNet
+from .resnet import ResNet18
+from .spec import NetSpec
+from .vgg import VGG11
+from .vit import VIT_CIFAR, VIT_IMAGENET, ViT
+
+
+def _convnet(spec: NetSpec, depth: int | None = None, width: int = 128, norm: str = "instancenorm") -> nn.Module:
+    return ConvNet(spec.channels, spec.num_classes, spec.resolution, depth=depth, width=width, norm=norm)
+
+
+def _alexnet(spec: NetSpec) -> nn.Module:
+    return AlexNet(spec.channels, spec.num_classes, spec.resolution)
+
+
+def _vgg11(spec: NetSpec, norm: str = "instancenorm") -> nn.Module:
+    return VGG11(spec.channels, spec.num_classes, spec.resolution, norm=norm)
+
+
+def _resnet18(spec: NetSpec, norm: str = "instancenorm") -> nn.Module:
+    return ResNet18(spec.channels, spec.num_classes, spec.resolution, norm=norm)
+
+
+def _vit(spec: NetSpec) -> nn.Module:
+    config = VIT_CIFAR if spec.resolution == 32 else VIT_IMAGENET
+    return ViT(spec.channels, spec.num_classes, spec.resolution, config=config)
+
+
+@dataclass(frozen=True)
+class NetEntry:
+    """A registered family: its builder and the evaluation lr of the GLaD protocol."""
+
+    build: Callable[..., nn.Module]
+    eval_lr: float
+
+
+_NETWORKS: dict[str, NetEntry] = {
+    "convnet": NetEntry(_convnet, 1e-3),
+    "alexnet": NetEntry(_alexnet, 1e-3),
+    "vgg11": NetEntry(_vgg11, 1e-4),
+    "resnet18": NetEntry(_resnet18, 1e-3),
+    "vit": NetEntry(_vit, 1e-3),
+}
+
+
+def list_networks() -> list[str]:
+    """Registered names, in the evaluation-pool order (backbone first)."""
+    return list(_NETWORKS)
+
+
+def _entry(name: str) -> NetEntry:
+    if name not in _NETWORKS:
+        raise ValueError(f"unknown network {name!r}; valid networks: {', '.join(list_networks())}")
+    return _NETWORKS[name]
+
+
+def evaluation_lr(name: str) -> float:
+    """The SGD learning rate the GLaD evaluation protocol trains `name` with."""
+    return _entry(name).eval_lr
+
+
+def get_network(name: str, channels: int, num_classes: int, resolution: int, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build network `name` for `channels` x `resolution`^2 images and `num_classes` logits.
+
+    With a `seed`, weights are drawn from a forked RNG seeded with it: the same seed gives the
+    same weights and the global RNG state is left as it was. Without one, PyTorch's global RNG
+    is used as usual.
+    """
+    entry = _entry(name)
+    spec = NetSpec(channels, num_classes, resolution)
+    if seed is None:
+        return entry.build(spec, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return entry.build(spec, **kwargs)
