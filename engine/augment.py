@@ -79,7 +79,10 @@ class Draw:
 
 
 def sample(params: DSAParams, batch: int, height: int, width: int, generator: torch.Generator, siamese: bool) -> Draw:
-    """Pick one op group of the strategy and draw its parameters from `generator` (CPU)."""
+    """Pick one op group of the strategy and draw its parameters from `generator` (CPU).
+
+    siamese=True draws one parameter set for any batch; otherwise one per sample of `batch`.
+    """
     if min(batch, height, width) < 1:
         raise ValueError(f"batch, height and width must be positive, got {batch}, {height}, {width}")
     if generator.device.type != "cpu":
