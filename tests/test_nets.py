@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.nets import ConvNet, evaluation_lr, get_network, list_networks
+from engine.nets import VIT_CIFAR, ConvNet, evaluation_lr, get_network, list_networks
+from engine.nets.vit import Attention
 
 torch.set_num_threads(1)
 
@@ -73,6 +74,11 @@ def test_seed_reproducible_and_global_rng_untouched():
     assert not torch.equal(a["blocks.0.conv.weight"], c["blocks.0.conv.weight"])
     get_network("convnet", 3, 10, 32)  # unseeded construction does draw from the global RNG
     assert not torch.equal(torch.get_rng_state(), before)
+
+
+def test_seed_is_keyword_only():
+    with pytest.raises(TypeError):
+        get_network("convnet", 3, 10, 32, 0)
 
 
 def test_seed_reproducible_for_every_network():
@@ -171,3 +177,31 @@ def test_vit_patches_are_row_major_tiles():
     patches = net.patches(x)
     torch.testing.assert_close(patches[0, 1], x[0, 0, 0:4, 4:8].reshape(-1))
     torch.testing.assert_close(patches[0, 8], x[0, 0, 4:8, 0:4].reshape(-1))
+
+
+def test_vit_attention_matches_plain_softmax_reference():
+    attn = Attention(VIT_CIFAR).eval()
+    x = torch.randn(2, 5, VIT_CIFAR.dim, generator=torch.Generator().manual_seed(3))
+    heads, dim_head = VIT_CIFAR.heads, VIT_CIFAR.dim_head
+    q, k, v = (t.reshape(2, 5, heads, dim_head).transpose(1, 2) for t in attn.to_qkv(x).chunk(3, dim=-1))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / dim_head**0.5, dim=-1)
+    expected = attn.to_out((weights @ v).transpose(1, 2).reshape(2, 5, heads * dim_head))
+    torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vit_dropout_only_in_train_mode():
+    net = get_network("vit", 3, 10, 32, seed=0)
+    x = _images(2, 3, 32)
+    net.eval()
+    torch.testing.assert_close(net(x), net(x))
+    net.train()
+    assert not torch.allclose(net(x), net(x))
+
+
+def test_convnet_without_norm_has_only_convs_and_classifier():
+    net = get_network("convnet", 1, 10, 32, norm="none", seed=0)
+    assert [n for n, _ in net.named_parameters()] == [
+        "blocks.0.conv.weight", "blocks.0.conv.bias", "blocks.1.conv.weight", "blocks.1.conv.bias",
+        "blocks.2.conv.weight", "blocks.2.conv.bias", "classifier.weight", "classifier.bias",
+    ]
+    assert net(_images(2, 1, 32)).shape == (2, 10)

@@ -1,7 +1,8 @@
 """Normalisation layers by name, as the dataset-distillation networks spell them."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from torch import nn
 
@@ -20,11 +21,11 @@ def _no_norm(channels: int) -> nn.Module:
     return nn.Identity()
 
 
-_NORMS: dict[str, Callable[[int], nn.Module]] = {
+_NORMS: Mapping[str, Callable[[int], nn.Module]] = MappingProxyType({
     "instancenorm": _instance_norm,
     "batchnorm": _batch_norm,
     "none": _no_norm,
-}
+})
 
 
 def list_norms() -> list[str]:

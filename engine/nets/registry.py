@@ -5,8 +5,9 @@ otherwise, so callers only name the family.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -48,13 +49,13 @@ class NetEntry:
     eval_lr: float
 
 
-_NETWORKS: dict[str, NetEntry] = {
+_NETWORKS: Mapping[str, NetEntry] = MappingProxyType({
     "convnet": NetEntry(_convnet, 1e-3),
     "alexnet": NetEntry(_alexnet, 1e-3),
     "vgg11": NetEntry(_vgg11, 1e-4),
     "resnet18": NetEntry(_resnet18, 1e-3),
     "vit": NetEntry(_vit, 1e-3),
-}
+})
 
 
 def list_networks() -> list[str]:
@@ -73,17 +74,21 @@ def evaluation_lr(name: str) -> float:
     return _entry(name).eval_lr
 
 
-def get_network(name: str, channels: int, num_classes: int, resolution: int, seed: int | None = None, **kwargs) -> nn.Module:
+def get_network(
+    name: str, channels: int, num_classes: int, resolution: int, *, seed: int | None = None, **kwargs
+) -> nn.Module:
     """Build network `name` for `channels` x `resolution`^2 images and `num_classes` logits.
 
     With a `seed`, weights are drawn from a forked RNG seeded with it: the same seed gives the
     same weights and the global RNG state is left as it was. Without one, PyTorch's global RNG
-    is used as usual.
+    is used as usual. Networks are built on the CPU; move them afterwards.
     """
     entry = _entry(name)
     spec = NetSpec(channels, num_classes, resolution)
     if seed is None:
         return entry.build(spec, **kwargs)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # Seed only the CPU generator, which is all a CPU construction draws from. torch.manual_seed
+        # would also queue a CUDA reseed that fork_rng(devices=[]) cannot undo, firing at CUDA init.
+        torch.random.default_generator.manual_seed(seed)
         return entry.build(spec, **kwargs)
