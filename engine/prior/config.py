@@ -1,0 +1,57 @@
+"""The frozen, validated configuration of one prior training run."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from engine.generators.embedded import EmbeddedConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "fashion-mnist"
+    kimg: float = 200.0                    # training length in thousands of real images shown to D
+    batch: int = 64                        # even: the generator batch is made of same-class pairs
+    seed: int = 0
+    lr_g: float = 2.5e-3
+    lr_d: float = 2.5e-3
+    beta2: float = 0.99                    # Adam betas are (0, beta2), as in StyleGAN2
+    r1_gamma: float = 0.1
+    r1_interval: int = 16                  # lazy R1: every this many D steps, scaled up to match
+    ema_kimg: float = 10.0                 # half-life of the generator EMA, in thousands of images
+    ema_rampup: float = 0.05               # early on the half-life is at most this fraction of images seen
+    mixing_prob: float = 0.9               # style mixing: keeps each w index meaningful on its own
+    ac_weight: float = 0.5                 # auxiliary class loss: pushes class fidelity
+    ms_weight: float = 1.0                 # mode seeking: fights "z ignored" within a class
+    ms_tau: float = 0.25                   # cap on the rewarded image/z distance ratio
+    d_widths: tuple[int, ...] = (32, 64, 128, 128)
+    ckpt_kimg: float = 4.0                 # checkpoint (and sample grid) period
+    generator: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "d_widths", tuple(int(c) for c in self.d_widths))
+        if isinstance(self.generator, dict):
+            object.__setattr__(self, "generator", EmbeddedConfig(**self.generator))
+        if self.batch < 2 or self.batch % 2:
+            raise ValueError(f"batch must be an even number >= 2, got {self.batch}")
+        if self.kimg <= 0 or self.ckpt_kimg <= 0 or self.ema_kimg <= 0:
+            raise ValueError("kimg, ckpt_kimg and ema_kimg must be > 0")
+        if self.r1_interval < 1:
+            raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
+        if not 0 <= self.mixing_prob <= 1:
+            raise ValueError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
+        if min(self.lr_g, self.lr_d) <= 0 or not 0 <= self.beta2 < 1:
+            raise ValueError("learning rates must be > 0 and beta2 in [0, 1)")
+        if min(self.r1_gamma, self.ac_weight, self.ms_weight, self.ms_tau) < 0:
+            raise ValueError("r1_gamma, ac_weight, ms_weight and ms_tau must be >= 0")
+        if len(self.d_widths) != 4:
+            raise ValueError(f"d_widths must give 4 widths for 32, 16, 8, 4 px, got {self.d_widths}")
+
+    @property
+    def total_images(self) -> int:
+        return int(round(self.kimg * 1000))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["d_widths"] = list(self.d_widths)
+        d["generator"] = self.generator.to_dict()
+        return d
