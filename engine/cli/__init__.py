@@ -10,6 +10,8 @@ COMMANDS = {
     "distill": "distill",
     "evaluate": "evaluate",
     "datasets": "datasets",
+    "train-classifier": "train_classifier",
+    "train-prior": "train_prior",
 }
 
 
