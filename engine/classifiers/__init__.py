@@ -1,0 +1,8 @@
+"""Frozen proxy classifiers for H-PD's class-relevant CAM distance (eq. 6), loaded by spec."""
+from .fashion_mnist import load_embedded
+from .imagenet import load_resnet18
+from .proxy import ClassifierError, InputSpec, ProxyClassifier
+from .registry import list_classifiers, load_classifier
+
+__all__ = ["ClassifierError", "InputSpec", "ProxyClassifier", "list_classifiers", "load_classifier",
+           "load_embedded", "load_resnet18"]
