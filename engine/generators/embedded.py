@@ -193,7 +193,8 @@ class EmbeddedGenerator(LayeredGenerator):
         assert z.shape[1:] == (self.z_dim,) and c_onehot.shape == (len(z), self.num_classes), (z.shape, c_onehot.shape)
         w = self.mapping_net(z, c_onehot)
         if truncation_psi != 1.0:
-            # Truncate towards the class centre (averaged in W, as in mean_ws).
+            # Truncate towards the class's w at z = 0, the mode of the noise prior: deterministic,
+            # unlike a sampled average in W (mean_ws), and close to it after normalisation.
             centre = self.mapping_net(torch.zeros_like(z), c_onehot)
             w = centre + truncation_psi * (w - centre)
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)

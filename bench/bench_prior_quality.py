@@ -1,0 +1,181 @@
+"""Quality gate of the embedded Fashion-MNIST prior (issue 3).
+
+Figures: class agreement (the share of class-conditional samples a classifier assigns to their own
+class; gate >= 85% over 1000 samples) and within-class diversity (mean pairwise distance of
+classifier features within a class, beside the same figure for real test images, plus the pixel
+L1 figure). The classifier is the shipped proxy `embedded:fashion-mnist` when it loads; otherwise
+a stand-in ConvNet trained here for about a minute (the output says which one gave the figures).
+
+    python bench/bench_prior_quality.py [--generator fashion-mnist | --checkpoint checkpoints/prior]
+                                        [--classifier auto|proxy|standin] [--threads 1] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.data import load_dataset  # noqa: E402
+from engine.generators.embedded import EmbeddedConfig, EmbeddedGenerator, load_embedded  # noqa: E402
+
+GATE = 0.85
+
+
+class StandInNet(nn.Module):
+    """A small ConvNet, only for when the proxy classifier is not available yet."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch_gen_state = torch.Generator().manual_seed(seed)
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(128, 10)
+        with torch.no_grad():  # explicit, seeded initialisation instead of the global RNG
+            for p in self.parameters():
+                if p.dim() > 1:
+                    p.copy_(torch.randn(p.shape, generator=torch_gen_state) * (2 / p[0].numel()) ** 0.5)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def train_stand_in(train, steps: int, seed: int) -> StandInNet:
+    net = StandInNet(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(len(train), (128,), generator=gen)
+        x = train.images[idx].float() / 127.5 - 1
+        loss = F.cross_entropy(net(x), train.labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def classifier_and_features(kind: str, train, steps: int, seed: int):
+    """(name, logits_fn, features_fn); features are pooled penultimate activations."""
+    if kind in ("auto", "proxy"):
+        try:
+            from engine.classifiers import load_classifier
+            proxy = load_classifier("embedded:fashion-mnist", "cpu")
+        except (ImportError, ValueError) as e:
+            if kind == "proxy":
+                raise
+            print(f"proxy classifier unavailable ({e}); training a stand-in ConvNet for {steps} steps")
+        else:
+            return "proxy embedded:fashion-mnist", proxy, _hooked_features(proxy, proxy.cam_layer)
+    net = train_stand_in(train, steps, seed)
+    return f"stand-in ConvNet ({steps} Adam steps of batch 128, seed {seed})", net, net.features
+
+
+def _hooked_features(model: nn.Module, layer: nn.Module):
+    def features(x: torch.Tensor) -> torch.Tensor:
+        grabbed = []
+        handle = layer.register_forward_hook(lambda m, i, o: grabbed.append(o))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        return grabbed[0].mean(dim=(2, 3))
+    return features
+
+
+@torch.no_grad()
+def generate(G: EmbeddedGenerator, per_class: int, seed: int, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(G.num_classes).repeat_interleave(per_class)
+    z = torch.randn(len(labels), G.z_dim, generator=gen)
+    images = torch.cat([G(G.mapping(zc, F.one_hot(lc, G.num_classes).float(), psi))
+                        for zc, lc in zip(z.split(200), labels.split(200))])
+    return images, labels
+
+
+def within_class_distance(x: torch.Tensor, labels: torch.Tensor, p: float) -> float:
+    """Mean over classes of the mean pairwise distance (L_p on flattened rows) within the class."""
+    per_class = []
+    for c in labels.unique():
+        rows = x[labels == c].flatten(1)
+        d = torch.cdist(rows, rows, p=p)
+        n = len(rows)
+        per_class.append(d.sum() / (n * (n - 1)))
+    return torch.stack(per_class).mean().item()
+
+
+@torch.no_grad()
+def measure(G, logits_fn, features_fn, real_images, real_labels, per_class: int, seed: int, psi: float) -> dict:
+    images, labels = generate(G, per_class, seed, psi)
+    pred = torch.cat([logits_fn(x).argmax(1) for x in images.split(200)])
+    per_class_acc = [(pred[labels == c] == c).float().mean().item() for c in range(G.num_classes)]
+    feats = torch.cat([features_fn(x) for x in images.split(200)])
+    real_feats = torch.cat([features_fn(x) for x in real_images.split(200)])
+    return {"psi": psi, "samples": len(labels), "class_agreement": (pred == labels).float().mean().item(),
+            "per_class_agreement": [round(a, 3) for a in per_class_acc],
+            "feature_diversity": within_class_distance(feats, labels, 2.0),
+            "feature_diversity_real": within_class_distance(real_feats, real_labels, 2.0),
+            "pixel_l1_diversity": within_class_distance(images, labels, 1.0) / images[0].numel(),
+            "pixel_l1_diversity_real": within_class_distance(real_images, real_labels, 1.0) / images[0].numel()}
+
+
+def load_generator_under_test(args) -> tuple[EmbeddedGenerator, str]:
+    if args.checkpoint is None:
+        G = load_embedded(args.generator, "cpu")
+        return G, f"asset {args.generator} (meta {G.meta})"
+    state = torch.load(Path(args.checkpoint) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    G = EmbeddedGenerator(EmbeddedConfig(**state["config"]["generator"]))
+    G.load_state_dict(state["G_ema"])
+    return G.eval().requires_grad_(False), f"checkpoint {args.checkpoint} at {state['images_seen'] / 1000:.1f} kimg"
+
+
+def real_per_class(test, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.cat([torch.nonzero(test.labels == c).flatten()[:per_class] for c in range(10)])
+    return test.images[idx].float() / 127.5 - 1, test.labels[idx]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generator", default="fashion-mnist", help="embedded prior name (the shipped asset)")
+    parser.add_argument("--checkpoint", default=None, help="measure the EMA generator of a training folder instead")
+    parser.add_argument("--classifier", choices=("auto", "proxy", "standin"), default="auto")
+    parser.add_argument("--standin-steps", type=int, default=600, help="stand-in training length (about a minute)")
+    parser.add_argument("--per-class", type=int, default=100, help="samples per class (10 classes)")
+    parser.add_argument("--psi", type=float, nargs="+", default=[1.0], help="truncation values to measure")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    G, source = load_generator_under_test(args)
+    train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
+    name, logits_fn, features_fn = classifier_and_features(args.classifier, train, args.standin_steps, args.seed)
+    real_images, real_labels = real_per_class(test, args.per_class)
+    real_acc = (torch.cat([logits_fn(x).argmax(1) for x in real_images.split(200)]) == real_labels).float().mean().item()
+    result = {"generator": source, "classifier": name, "classifier_real_test_agreement": real_acc,
+              "runs": [measure(G, logits_fn, features_fn, real_images, real_labels, args.per_class, args.seed, psi)
+                       for psi in args.psi]}
+    print(json.dumps(result, indent=2))
+    for run in result["runs"]:
+        verdict = "PASS" if run["class_agreement"] >= GATE else "FAIL"
+        print(f"psi {run['psi']}: class agreement {run['class_agreement']:.1%} ({verdict}, gate {GATE:.0%}); "
+              f"feature diversity {run['feature_diversity']:.3f} vs real {run['feature_diversity_real']:.3f}; "
+              f"classifier: {name}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
