@@ -1,0 +1,1 @@
+"""Plain-PyTorch ops of the StyleGAN-XL synthesis network, one op per module."""
