@@ -63,6 +63,7 @@ def _shipped() -> ProxyClassifier:
 def test_shipped_asset_figures_and_real_accuracy():
     proxy = _shipped()
     assert proxy.meta["test_accuracy"] >= 0.92
+    assert abs(proxy.meta["test_accuracy"] - proxy.meta["test_accuracy_fp32"]) <= 0.001  # float16 storage is free
     assert proxy.meta["dataset"] == "fashion-mnist" and proxy.meta["epochs"] >= 1
     test = load_dataset("fashion-mnist", "test")
     index = torch.arange(HELD_OUT)
