@@ -48,23 +48,35 @@ def _pad_spec_for(ndim: int, dim: int, lo: int, hi: int) -> list[int]:
     return spec
 
 
+def _depthwise(taps: torch.Tensor, channels: int, dim: int) -> torch.Tensor:
+    """A [C, 1, kh, kw] weight applying the 1-D `taps` along `dim` (2 = H, 3 = W) in every channel."""
+    shape = (1, 1, 1, -1) if dim == 3 else (1, 1, -1, 1)
+    return taps.view(shape).expand(channels, 1, *taps.view(shape).shape[2:])
+
+
+def _stride(factor: int, dim: int) -> tuple[int, int]:
+    return (1, factor) if dim == 3 else (factor, 1)
+
+
 def _axis_pass(
     x: torch.Tensor, f: torch.Tensor | None, up: int, down: int, lo: int, hi: int, dim: int, flip: bool, gain: float
 ) -> torch.Tensor:
-    """One axis of upfirdn2d on `dim` (2 = H, 3 = W), with a strided filter."""
-    x = _zero_insert(x, up, dim)
-    x = F.pad(x, _pad_spec_for(x.ndim, dim, lo, hi))
+    """One axis of upfirdn2d on `dim` (2 = H, 3 = W) without computing samples that are zero or dropped."""
+    keep = (slice(None),) * dim + (slice(None, None, down),)
     if f is None:
-        x = x * gain if gain != 1 else x
-        return x[:, :, ::down, :] if dim == 2 else x[:, :, :, ::down]
-    taps = f if flip else f.flip(0)
-    taps = (taps * gain).to(x.dtype)
-    channels = x.shape[1]
-    if dim == 3:
-        weight, stride = taps.view(1, 1, 1, -1), (1, down)
-    else:
-        weight, stride = taps.view(1, 1, -1, 1), (down, 1)
-    return F.conv2d(x, weight.expand(channels, 1, *weight.shape[2:]), stride=stride, groups=channels)
+        x = F.pad(_zero_insert(x, up, dim), _pad_spec_for(x.ndim, dim, lo, hi))
+        return (x * gain if gain != 1 else x)[keep]
+    taps = (f.flip(0) if flip else f) * gain  # as a true-convolution kernel
+    weight = _depthwise(taps.to(x.dtype), x.shape[1], dim)
+    if up == 1:
+        x = F.pad(x, _pad_spec_for(x.ndim, dim, lo, hi))
+        return F.conv2d(x, weight.flip(dim), stride=_stride(down, dim), groups=x.shape[1])
+    # Transposed convolution = zero insertion followed by a full convolution, skipping the zeros.
+    # The full result starts taps-1 samples before the padded, valid-filtered one.
+    x = F.conv_transpose2d(x, weight, stride=_stride(up, dim), groups=x.shape[1])
+    t = f.numel()
+    x = F.pad(x, _pad_spec_for(x.ndim, dim, lo - t + 1, hi - t + up))
+    return x[keep]
 
 
 def upfirdn2d(
