@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from ..runtime import tune_allocator
+
 # Command name -> module under engine.cli; each module defines HELP, add_arguments(parser), run(args) -> int.
 COMMANDS = {
     "distill": "distill",
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         return args._run(args)
     except KeyboardInterrupt:

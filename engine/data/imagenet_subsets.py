@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import CenterCrop, Compose, Resize
 
 from .base import DatasetError, DatasetInfo, ImageSet
 
@@ -53,6 +52,8 @@ def load_imagenet_subset(name: str, root: str | Path | None, split: str, resolut
             f"{base} lacks the class folders {', '.join(missing)} of {name}; put each class's images in "
             f"{base}/<wnid>/ (ImageFolder layout of the ImageNet {_SPLIT_FOLDER[split]} set) and pass the "
             "folder above it with --data-root.")
+    # torchvision costs seconds to import; only ImageNet loading needs it.
+    from torchvision.transforms import CenterCrop, Compose, Resize
     transform = Compose([Resize(resolution), CenterCrop(resolution)])
     images, labels = [], []
     for label, c in enumerate(classes):

@@ -1,0 +1,1 @@
+# Makes `engine` importable when pytest is run from the repository root.

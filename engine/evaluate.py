@@ -1,0 +1,166 @@
+"""Evaluation protocol: train fresh networks on a synthetic set, test them on real data.
+
+Two protocols are registered:
+- `glad`: what GLaD and H-PD run (per-model lr, SGD 0.9 / 5e-4, linear warm-up over the first half then
+  cosine to zero, weight EMA 0.995 which is the model tested, DSA during training, batch 256).
+- `dc`: what DC/DSA/DM's reference code runs (lr 0.01, x0.1 at half, no EMA, DSA during training),
+  the protocol behind the published Fashion-MNIST figures.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, SequentialLR
+from torch.optim.swa_utils import AveragedModel
+
+from . import augment
+from .data import ImageSet
+from .nets import evaluation_lr, get_network
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    name: str
+    epochs: int = 1000
+    lr: float | None = None            # None: the model's own evaluation lr (GLaD's table)
+    schedule: str = "warmup_cosine"    # or "step" (x0.1 at half)
+    ema_decay: float | None = 0.995    # None: test the trained weights themselves
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_train: int = 256
+    dsa: bool = True
+    batch_test: int = 1000
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"evaluation needs at least 1 epoch, got {self.epochs}")
+        if self.schedule not in ("warmup_cosine", "step"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose warmup_cosine or step")
+
+
+PROTOCOLS = {
+    "glad": EvalProtocol("glad"),
+    "dc": EvalProtocol("dc", lr=0.01, schedule="step", ema_decay=None),
+}
+
+
+def get_protocol(name: str, epochs: int | None = None) -> EvalProtocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}")
+    protocol = PROTOCOLS[name]
+    return replace(protocol, epochs=epochs) if epochs else protocol
+
+
+@dataclass
+class EvalResult:
+    model: str
+    protocol: dict
+    accuracies: list[float]
+    seeds: list[int]
+    train_images: int
+    test_images: int
+    wall_s: float
+    mean: float = field(init=False)
+    std: float = field(init=False)
+
+    def __post_init__(self):
+        t = torch.tensor(self.accuracies, dtype=torch.float64)
+        self.mean = float(t.mean())
+        self.std = float(t.std(unbiased=False)) if len(t) > 1 else 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"mean": self.mean, "std": self.std}
+
+
+def evaluate_synset(images: torch.Tensor, labels: torch.Tensor, test: ImageSet, model: str,
+                    protocol: EvalProtocol, repeats: int = 5, seed: int = 0,
+                    device: torch.device | str = "cpu",
+                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Train `repeats` fresh `model`s on (images, labels) in normalised space; test each on `test`."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    device = torch.device(device)
+    start = time.perf_counter()
+    x_test = test.normalized(device=device)
+    y_test = test.labels.to(device)
+    images, labels = images.detach().to(device), labels.to(device)
+    seeds = [seed * 1000 + k for k in range(repeats)]
+    accuracies = []
+    for k, s in enumerate(seeds):
+        net = train_network(images, labels, test.info, model, protocol, s, device,
+                            lambda e: progress(k * protocol.epochs + e, repeats * protocol.epochs) if progress else None)
+        accuracies.append(accuracy(net, x_test, y_test, protocol.batch_test))
+    return EvalResult(model, asdict(protocol), accuracies, seeds, len(images), len(x_test),
+                      time.perf_counter() - start)
+
+
+def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed: int, device,
+                  on_epoch: Callable[[int], None] | None = None) -> torch.nn.Module:
+    """Train one fresh network under the protocol; returns the network to test (the EMA one if any)."""
+    net = get_network(model, info.channels, info.num_classes, info.resolution, seed=seed).to(device)
+    lr = protocol.lr if protocol.lr is not None else evaluation_lr(model)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
+    sched = _scheduler(opt, protocol)
+    ema = AveragedModel(net, avg_fn=_ema_fn(protocol.ema_decay), use_buffers=True) if protocol.ema_decay else None
+    gen = torch.Generator().manual_seed(seed)
+    dsa = augment.DSAParams() if protocol.dsa else None
+    net.train()
+    for epoch in range(protocol.epochs):
+        _train_epoch(net, opt, images, labels, protocol.batch_train, dsa, gen)
+        sched.step()
+        if ema is not None:
+            ema.update_parameters(net)
+        if on_epoch:
+            on_epoch(epoch + 1)
+    return ema.module if ema is not None else net
+
+
+def _train_epoch(net, opt, images, labels, batch: int, dsa, gen: torch.Generator) -> None:
+    order = torch.randperm(len(images), generator=gen).to(images.device)
+    for idx in order.split(batch):
+        x = images[idx]
+        if dsa is not None:
+            x = augment.augment(x, dsa, gen)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), labels[idx]).backward()
+        opt.step()
+
+
+def _scheduler(opt, protocol: EvalProtocol):
+    half = protocol.epochs // 2
+    if protocol.schedule == "step":
+        return MultiStepLR(opt, milestones=[half], gamma=0.1)
+    if half == 0:
+        return CosineAnnealingLR(opt, T_max=protocol.epochs)
+    warmup = LinearLR(opt, start_factor=1e-7, end_factor=1.0, total_iters=half)
+    cosine = CosineAnnealingLR(opt, T_max=protocol.epochs - half)
+    return SequentialLR(opt, [warmup, cosine], milestones=[half])
+
+
+def _ema_fn(max_decay: float):
+    # Decay 1 - 1/(n+1) (a running mean) until it reaches max_decay, as GLaD's EMA with power 1 does.
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        decay = min(max_decay, 1.0 - 1.0 / (float(num_averaged) + 1.0))
+        return averaged * decay + current * (1.0 - decay)
+    return avg
+
+
+@torch.inference_mode()
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    net.eval()
+    correct = sum(int((net(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return correct / len(x)
+
+
+def summary(result: EvalResult) -> str:
+    pct = [f"{100 * a:.1f}" for a in result.accuracies]
+    return (f"{result.model}: {100 * result.mean:.2f} ± {100 * result.std:.2f}% "
+            f"over {len(result.accuracies)} runs ({', '.join(pct)}), {result.wall_s:.0f} s")
+
+
+__all__ = ["PROTOCOLS", "EvalProtocol", "EvalResult", "accuracy", "evaluate_synset", "get_protocol",
+           "summary", "train_network"]

@@ -1,0 +1,60 @@
+"""Writing a synthetic set to disk: tensors, per-class PNGs, a grid, and provenance, atomically."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from .data import DatasetInfo
+
+
+def folder_name(class_name: str) -> str:
+    """A class name made safe as one path component ("T-shirt/top" -> "T-shirt_top")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", class_name).strip("_") or "class"
+
+
+def write_set(folder: Path, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
+              extra: dict | None = None) -> None:
+    """synthetic.pt (normalised images + labels + extra tensors), images/<class>/<k>.png, grid.png."""
+    images, labels = images.detach().cpu().float(), labels.detach().cpu().long()
+    torch.save({"images": images, "labels": labels, **(extra or {})}, folder / "synthetic.pt")
+    pixels = info.denormalize(images).clamp(0, 1)
+    for c, name in enumerate(info.class_names):
+        class_dir = folder / "images" / folder_name(name)
+        class_dir.mkdir(parents=True, exist_ok=True)
+        for k, img in enumerate(pixels[labels == c]):
+            save_image(img, class_dir / f"{k:03d}.png")
+    ipc = max(1, int((labels == labels[0]).sum())) if len(labels) else 1
+    save_image(make_grid(pixels, nrow=ipc if ipc > 1 else len(info.class_names), padding=2, pad_value=1.0),
+               folder / "grid.png")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield an empty sibling folder to fill; on success it replaces `out` (absent or empty) in one rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()  # only an empty folder may be replaced; anything else was refused earlier
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -1,0 +1,48 @@
+"""Distillation objectives, registered by name. Each is a small class over a MatchContext with
+`updates_per_iteration`, `start_iteration()`, `loss(syn, labels)` and `after_update(syn, labels, u)`."""
+from __future__ import annotations
+
+from .context import MatchContext
+from .dc import DCObjective, DCParams, dc_loss, gradient_distance, loops_for_ipc
+from .dm import DMObjective, DMParams, dm_loss
+
+
+
+OBJECTIVES = ("dm", "dc", "dsa")
+
+
+def check_objective(name: str) -> None:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+
+
+def uses_dsa(name: str) -> bool:
+    """DC matches without augmentation; DSA and DM (as in the DM paper) use siamese augmentation."""
+    check_objective(name)
+    return name in ("dsa", "dm")
+
+
+def _build_dm(ctx: MatchContext, ipc: int, **overrides) -> DMObjective:
+    return DMObjective(DMParams(batch_real=ctx.batch_real), ctx)
+
+
+def _build_dc(ctx: MatchContext, ipc: int, outer_loop: int | None = None, inner_loop: int | None = None,
+              lr_net: float = 0.01) -> DCObjective:
+    outer, inner = loops_for_ipc(ipc)
+    params = DCParams(batch_real=ctx.batch_real, outer_loop=outer_loop or outer,
+                      inner_loop=inner_loop or inner, lr_net=lr_net)
+    return DCObjective(params, ctx)
+
+
+# DC and DSA share one implementation; whether the context carries DSA parameters makes the difference.
+_BUILDERS = {"dm": _build_dm, "dc": _build_dc, "dsa": _build_dc}
+
+
+def build_objective(name: str, ctx: MatchContext, ipc: int, **overrides):
+    check_objective(name)
+    return _BUILDERS[name](ctx, ipc, **overrides)
+
+
+__all__ = ["OBJECTIVES", "DCObjective", "DCParams", "DMObjective", "DMParams", "MatchContext",
+           "build_objective", "check_objective", "dc_loss", "dm_loss", "gradient_distance",
+           "loops_for_ipc", "uses_dsa"]

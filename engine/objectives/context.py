@@ -1,0 +1,38 @@
+"""What an objective may use besides the synthetic images: real batches, fresh networks, randomness."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..augment import DSAParams
+from ..data import RealSampler
+
+
+@dataclass
+class MatchContext:
+    """Per-run services for objectives. `new_net(seed)` builds a fresh surrogate network on the device."""
+
+    real: RealSampler
+    new_net: Callable[[int], nn.Module]
+    generator: torch.Generator
+    dsa: DSAParams | None
+    batch_real: int = 256
+
+    @property
+    def device(self) -> torch.device:
+        return self.real.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.real.info.num_classes
+
+    def draw_seed(self) -> int:
+        return int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+
+
+def class_slices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
+    """Indices of each class in a synthetic label vector (classes may be absent only in tests)."""
+    return [torch.nonzero(labels == c).flatten() for c in range(num_classes)]

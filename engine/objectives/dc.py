@@ -1,0 +1,92 @@
+"""Gradient matching (DC, Zhao et al. 2021) and its siamese-augmented form (DSA, Zhao & Bilen 2021)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import augment
+from .context import MatchContext, class_slices
+
+
+@dataclass(frozen=True)
+class DCParams:
+    batch_real: int = 256
+    outer_loop: int = 1      # synthetic updates per iteration, each against the same evolving network
+    inner_loop: int = 1      # epochs of network training on the synthetic set between updates
+    lr_net: float = 0.01
+    batch_train: int = 256
+
+    def __post_init__(self):
+        if min(self.batch_real, self.outer_loop, self.inner_loop, self.batch_train) < 1:
+            raise ValueError("batch_real, outer_loop, inner_loop and batch_train must be at least 1")
+
+
+def loops_for_ipc(ipc: int) -> tuple[int, int]:
+    """(outer_loop, inner_loop) of the DC/DSA papers for an IPC."""
+    return {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 10), 40: (40, 10), 50: (50, 10)}.get(ipc, (10, 50))
+
+
+def gradient_distance(g_real: list[torch.Tensor], g_syn: list[torch.Tensor]) -> torch.Tensor:
+    """DC's layer-wise distance: per output unit, 1 - cosine similarity; biases and norms ignored."""
+    total = g_syn[0].new_zeros(())
+    for gr, gs in zip(g_real, g_syn):
+        if gs.dim() == 1:
+            continue
+        gr, gs = gr.reshape(gr.shape[0], -1), gs.reshape(gs.shape[0], -1)
+        cos = (gr * gs).sum(-1) / (gr.norm(dim=-1) * gs.norm(dim=-1) + 1e-6)
+        total = total + (1 - cos).sum()
+    return total
+
+
+def dc_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> torch.Tensor:
+    """Sum over classes of the distance between network gradients on real and synthetic batches."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    total = syn.new_zeros(())
+    for c, idx in enumerate(class_slices(labels, ctx.num_classes)):
+        if len(idx) == 0:
+            continue
+        real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]
+        if ctx.dsa is not None:
+            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.generator)
+        target = torch.full((len(real_c),), c, device=syn.device)
+        g_real = torch.autograd.grad(F.cross_entropy(net(real_c), target), params)
+        g_syn = torch.autograd.grad(F.cross_entropy(net(syn_c), target[: len(syn_c)]), params, create_graph=True)
+        total = total + gradient_distance([g.detach() for g in g_real], g_syn)
+    return total
+
+
+class DCObjective:
+    """`outer_loop` updates per iteration; between them the network trains `inner_loop` epochs on the set."""
+
+    def __init__(self, params: DCParams, ctx: MatchContext):
+        self.params = params
+        self.ctx = ctx
+        self.updates_per_iteration = params.outer_loop
+        self.net = None
+        self.opt = None
+
+    def start_iteration(self) -> None:
+        self.net = self.ctx.new_net(self.ctx.draw_seed())
+        self.net.train()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=self.params.lr_net)
+
+    def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return dc_loss(syn, labels, self.net, self.ctx)
+
+    def after_update(self, syn: torch.Tensor, labels: torch.Tensor, update: int) -> None:
+        if update == self.params.outer_loop - 1:
+            return  # the network is discarded after the last update; training it would be wasted work
+        for _ in range(self.params.inner_loop):
+            self._train_epoch(syn.detach(), labels)
+
+    def _train_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        order = torch.randperm(len(images), generator=self.ctx.generator).to(images.device)
+        for batch in order.split(self.params.batch_train):
+            x = images[batch]
+            if self.ctx.dsa is not None:
+                x = augment.augment(x, self.ctx.dsa, self.ctx.generator)
+            self.opt.zero_grad(set_to_none=True)
+            F.cross_entropy(self.net(x), labels[batch]).backward()
+            self.opt.step()

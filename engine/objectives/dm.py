@@ -1,0 +1,60 @@
+"""Distribution matching (DM, Zhao & Bilen 2023): match mean embeddings of a random network per class."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import augment
+from .context import MatchContext, class_slices
+
+
+# Small chunks keep each activation in cache and reuse freed buffers: 2x faster on CPU than one big batch.
+EMBED_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class DMParams:
+    batch_real: int = 256
+
+
+def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> torch.Tensor:
+    """Sum over classes of the squared distance between mean real and mean synthetic embeddings."""
+    real_parts, syn_parts = [], []
+    for c, idx in enumerate(class_slices(labels, ctx.num_classes)):
+        if len(idx) == 0:
+            continue
+        real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]
+        if ctx.dsa is not None:
+            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.generator)
+        real_parts.append(real_c)
+        syn_parts.append(syn_c)
+    # One forward for all classes: the networks normalise per sample, so batching does not mix classes.
+    with torch.no_grad():
+        real = torch.cat(real_parts)
+        real_emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)]).split([len(r) for r in real_parts])
+    syn_emb = net.embed(torch.cat(syn_parts)).split([len(s) for s in syn_parts])
+    return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_emb, syn_emb))
+
+
+class DMObjective:
+    """One update per iteration against a freshly initialised, frozen network."""
+
+    updates_per_iteration = 1
+
+    def __init__(self, params: DMParams, ctx: MatchContext):
+        self.params = params
+        self.ctx = ctx
+        self.net = None
+
+    def start_iteration(self) -> None:
+        self.net = self.ctx.new_net(self.ctx.draw_seed())
+        self.net.train()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return dm_loss(syn, labels, self.net, self.ctx)
+
+    def after_update(self, syn: torch.Tensor, labels: torch.Tensor, update: int) -> None:
+        pass
