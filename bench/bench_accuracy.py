@@ -1,0 +1,87 @@
+"""Accuracy of Pixel DM/DC/DSA and random real images on Fashion-MNIST (ConvNet-3, 5 evaluations).
+
+Each finished case is stored in the results JSON at once, so an interrupted benchmark resumes where it
+stopped:  python bench/bench_accuracy.py --suite sanity --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from engine.data import RealSampler, load_dataset  # noqa: E402
+from engine.distill import DistillConfig, distill_pixels, initial_images  # noqa: E402
+from engine.evaluate import evaluate_synset, get_protocol  # noqa: E402
+from engine.runtime import tune_allocator  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    objective: str | None   # None: random real images, no distillation
+    ipc: int
+    iterations: int
+    eval_epochs: int
+    protocol: str = "dc"
+
+
+SUITES = {
+    # The reference's sanity figures: DM from real init after 27 iterations vs random real, 300-epoch DSA eval.
+    "sanity": [Case("random real", None, 1, 0, 300), Case("DM", "dm", 1, 27, 300)],
+    "ipc1": [Case("random real", None, 1, 0, 1000), Case("DM", "dm", 1, 200, 1000),
+             Case("DC", "dc", 1, 100, 1000), Case("DSA", "dsa", 1, 100, 1000)],
+    "ipc10": [Case("random real", None, 10, 0, 1000), Case("DM", "dm", 10, 200, 1000),
+              Case("DC", "dc", 10, 10, 1000), Case("DSA", "dsa", 10, 10, 1000)],
+}
+
+
+def run_case(case: Case, seed: int) -> dict:
+    start, cpu = time.perf_counter(), time.process_time()
+    if case.objective is None:
+        sampler = RealSampler(load_dataset("fashion-mnist", "train"), "cpu", torch.Generator().manual_seed(seed))
+        images, labels = initial_images(sampler, case.ipc, "real", torch.Generator().manual_seed(seed))
+    else:
+        result = distill_pixels(DistillConfig(objective=case.objective, ipc=case.ipc, iterations=case.iterations,
+                                              seed=seed))
+        images, labels = result.images, result.labels
+    distill_s = time.perf_counter() - start
+    ev = evaluate_synset(images, labels, load_dataset("fashion-mnist", "test"), "convnet",
+                         get_protocol(case.protocol, case.eval_epochs), repeats=5, seed=seed)
+    return asdict(case) | {"accuracies": ev.accuracies, "mean": ev.mean, "std": ev.std,
+                           "distill_wall_s": distill_s, "eval_wall_s": ev.wall_s,
+                           "cpu_s": time.process_time() - cpu, "threads": torch.get_num_threads(),
+                           "load_after": os.getloadavg()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--suite", choices=list(SUITES), default="sanity")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", type=Path, default=Path("bench/results/accuracy.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tune_allocator()
+    done = json.loads(args.results.read_text()) if args.results.exists() else {}
+    for case in SUITES[args.suite]:
+        key = f"{args.suite}/{case.name}/ipc{case.ipc}/seed{args.seed}"
+        if key in done:
+            continue
+        print(f"{key}: running (load {os.getloadavg()[0]:.1f})", flush=True)
+        done[key] = run_case(case, args.seed)
+        args.results.write_text(json.dumps(done, indent=1))
+        r = done[key]
+        print(f"{key}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f}% "
+              f"(distill {r['distill_wall_s']:.0f} s, eval {r['eval_wall_s']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

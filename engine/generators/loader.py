@@ -1,0 +1,30 @@
+"""`load_generator(spec)`: one entry point from a user-facing spec string to a LayeredGenerator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import LayeredGenerator
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED = ("fashion-mnist",)
+
+
+def load_generator(spec: str, device: torch.device | str = "cpu") -> LayeredGenerator:
+    """"embedded:<dataset>" -> the prior shipped in assets/; a path -> a StyleGAN-XL checkpoint (.pkl)."""
+    if spec.startswith(EMBEDDED_PREFIX):
+        name = spec[len(EMBEDDED_PREFIX):]
+        if name not in EMBEDDED:
+            raise ValueError(f"unknown embedded generator {spec!r}; choose one of: "
+                             f"{', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED)}, or a StyleGAN-XL .pkl path")
+        from .embedded import load_embedded
+        return load_embedded(name, device)
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"generator file {path} does not exist; give a StyleGAN-XL checkpoint (.pkl) "
+                         f"or one of: {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED)}")
+    if path.suffix != ".pkl":
+        raise ValueError(f"{path} is not a supported generator checkpoint; StyleGAN-XL .pkl files are supported.")
+    from .stylegan_xl import load_stylegan_xl
+    return load_stylegan_xl(path, device)
