@@ -37,8 +37,9 @@ class StandInNet(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(128, 10)
+            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(128 * 16, 256), nn.ReLU())
+        self.head = nn.Linear(256, 10)
         with torch.no_grad():  # explicit, seeded initialisation instead of the global RNG
             for p in self.parameters():
                 if p.dim() > 1:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", default="fashion-mnist", help="embedded prior name (the shipped asset)")
     parser.add_argument("--checkpoint", default=None, help="measure the EMA generator of a training folder instead")
     parser.add_argument("--classifier", choices=("auto", "proxy", "standin"), default="auto")
-    parser.add_argument("--standin-steps", type=int, default=600, help="stand-in training length (about a minute)")
+    parser.add_argument("--standin-steps", type=int, default=1200, help="stand-in training length (a minute or two)")
     parser.add_argument("--per-class", type=int, default=100, help="samples per class (10 classes)")
     parser.add_argument("--psi", type=float, nargs="+", default=[1.0], help="truncation values to measure")
     parser.add_argument("--seed", type=int, default=0)
