@@ -112,14 +112,19 @@ def run_iteration(objective, opt: torch.optim.Optimizer, render: Callable[[], to
     objective.start_iteration()
     total = 0.0
     for update in range(objective.updates_per_iteration):
-        syn = render()
-        loss = objective.loss(syn, labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        syn = render()
+        loss, grad = objective.loss_and_grad(syn.detach(), labels)
+        syn.backward(grad)
         opt.step()
-        total += float(loss.detach())
-        objective.after_update(render(), labels, update)
+        total += loss
+        objective.after_update(lambda: _no_grad(render), labels, update)
     return total / objective.updates_per_iteration
+
+
+def _no_grad(render: Callable[[], torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return render().detach()
 
 
 def save_run(out: Path, config: DistillConfig, result: DistillResult, wall_s: float) -> None:

@@ -1,5 +1,11 @@
-"""Distillation objectives, registered by name. Each is a small class over a MatchContext with
-`updates_per_iteration`, `start_iteration()`, `loss(syn, labels)` and `after_update(syn, labels, u)`."""
+"""Distillation objectives, registered by name.
+
+Each is a small class over a MatchContext with `updates_per_iteration`, `start_iteration()`,
+`loss_and_grad(syn, labels) -> (loss, dloss/dsyn)`, `after_update(syn, labels, update)` and
+`state_dict()/load_state_dict()` for what must survive a checkpoint. Objectives see detached images
+and return the image gradient, so the caller alone decides how it reaches the parameters (pixels
+directly, or through a generator in one pass or in chunks).
+"""
 from __future__ import annotations
 
 from .context import MatchContext

@@ -36,3 +36,11 @@ class MatchContext:
 def class_slices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     """Indices of each class in a synthetic label vector (classes may be absent only in tests)."""
     return [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+
+
+def autograd_loss_and_grad(loss_fn, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(loss, dloss/dsyn) for an objective whose loss is one differentiable function of the images."""
+    leaf = syn.detach().requires_grad_(True)
+    loss = loss_fn(leaf, labels)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    return float(loss.detach()), grad

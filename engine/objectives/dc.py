@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .. import augment
-from .context import MatchContext, class_slices
+from .context import MatchContext, autograd_loss_and_grad, class_slices
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,22 @@ class DCObjective:
     def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return dc_loss(syn, labels, self.net, self.ctx)
 
-    def after_update(self, syn: torch.Tensor, labels: torch.Tensor, update: int) -> None:
+    def loss_and_grad(self, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return autograd_loss_and_grad(self.loss, syn, labels)
+
+    def state_dict(self) -> dict:
+        return {}  # a fresh network per iteration: nothing outlives an iteration
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def after_update(self, current: Callable[[], torch.Tensor], labels: torch.Tensor, update: int) -> None:
+        """Train the network on the updated set (`current()` renders it) unless this was the last update."""
         if update == self.params.outer_loop - 1:
             return  # the network is discarded after the last update; training it would be wasted work
+        syn = current()
         for _ in range(self.params.inner_loop):
-            self._train_epoch(syn.detach(), labels)
+            self._train_epoch(syn, labels)
 
     def _train_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         order = torch.randperm(len(images), generator=self.ctx.generator).to(images.device)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import augment
-from .context import MatchContext, class_slices
+from .context import MatchContext, autograd_loss_and_grad, class_slices
 
 
 # Small chunks keep each activation in cache and reuse freed buffers: 2x faster on CPU than one big batch.
@@ -56,5 +56,14 @@ class DMObjective:
     def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return dm_loss(syn, labels, self.net, self.ctx)
 
-    def after_update(self, syn: torch.Tensor, labels: torch.Tensor, update: int) -> None:
+    def loss_and_grad(self, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return autograd_loss_and_grad(self.loss, syn, labels)
+
+    def state_dict(self) -> dict:
+        return {}  # a fresh network per iteration: nothing outlives an iteration
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def after_update(self, current, labels: torch.Tensor, update: int) -> None:
         pass
