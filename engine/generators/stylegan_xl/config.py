@@ -45,16 +45,17 @@ class MappingConfig:
     def __post_init__(self) -> None:
         if self.conditional != (self.c_dim > 0):
             raise ValueError(f"c_dim {self.c_dim} disagrees with the presence of a class projection")
-        if self.conditional and (self.c_dim > self.embed_rows or self.embed_proj.in_features != self.embed_dim):
-            raise ValueError(f"class projection {self.embed_proj} does not fit a {self.embed_rows}x{self.embed_dim} embedding for {self.c_dim} classes")
-        if self.conditional and self.embed_proj.out_features != self.z_dim:
-            raise ValueError(f"class projection must output z_dim={self.z_dim}, got {self.embed_proj.out_features}")
+        if self.conditional:
+            proj = self.embed_proj
+            if self.c_dim > self.embed_rows or proj.in_features != self.embed_dim or proj.out_features != self.z_dim:
+                raise ValueError(f"class projection {proj} does not map a {self.embed_rows}x{self.embed_dim} "
+                                 f"embedding of {self.c_dim} classes to z_dim={self.z_dim}")
         if not self.layers:
             raise ValueError("the mapping network needs at least one fully connected layer")
-        _check_chain("mapping", [s.in_features for s in self.layers], [self.z_dim * (2 if self.conditional else 1)]
-                     + [s.out_features for s in self.layers[:-1]])
-        if self.layers[-1].out_features != self.w_dim:
-            raise ValueError(f"mapping ends at {self.layers[-1].out_features} features, expected w_dim={self.w_dim}")
+        widths = [self.z_dim * (2 if self.conditional else 1)] + [s.out_features for s in self.layers]
+        if [s.in_features for s in self.layers] != widths[:-1] or widths[-1] != self.w_dim:
+            raise ValueError(f"mapping layers {[(s.in_features, s.out_features) for s in self.layers]} do not chain "
+                             f"from {widths[0]} inputs to w_dim={self.w_dim}")
         if self.per_class_w_avg and not self.conditional:
             raise ValueError("a per-class w_avg needs a conditional mapping")
 
@@ -215,7 +216,3 @@ class ExecutionOptions:
     fp16_on_cuda: bool = False
     memory_saving: bool = True
 
-
-def _check_chain(what: str, inputs: list[int], expected: list[int]) -> None:
-    if inputs != expected:
-        raise ValueError(f"{what}: layer inputs {inputs} do not follow the previous outputs {expected}")
