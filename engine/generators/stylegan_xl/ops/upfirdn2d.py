@@ -7,7 +7,8 @@ first, each pass with f*sqrt(gain) so the total gain is `gain`. `f=None` is the 
 
 `upfirdn2d_ref` spells the definition out literally and is the truth. `upfirdn2d` computes the
 same numbers with less work: each axis is done in its own pass (zero insertion along H commutes
-with filtering along W), and the filter runs strided so discarded samples are never computed.
+with filtering along W), upsampling runs as a transposed convolution so inserted zeros are never
+multiplied, and downsampling as a strided convolution so dropped samples are never computed.
 `upfirdn2d_transpose` is the adjoint, used by hand-written backward passes.
 """
 from __future__ import annotations
