@@ -279,9 +279,9 @@ def test_invalid_configurations_are_refused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fp16_on_cuda_follows_the_checkpoint_flags_and_stays_close_to_float32():
-    fp32 = _model().cuda()
-    fp16 = _model(options=ExecutionOptions(fp16_on_cuda=True)).cuda()
-    ws = _ws(_model()).cuda()
+    fp32 = _model().to("cuda")
+    fp16 = _model(options=ExecutionOptions(fp16_on_cuda=True)).to("cuda")
+    ws = _ws(_model()).to("cuda")
     assert fp16.features(ws, 2).dtype == torch.float16 and fp32.features(ws, 2).dtype == torch.float32
     a, b = fp32(ws), fp16(ws)
     assert b.dtype == torch.float32
