@@ -14,6 +14,7 @@ COMMANDS = {
     "datasets": "datasets",
     "train-classifier": "train_classifier",
     "train-prior": "train_prior",
+    "buffers": "buffers",
 }
 
 
