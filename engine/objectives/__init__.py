@@ -8,13 +8,17 @@ directly, or through a generator in one pass or in chunks).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..buffers import ExpertBuffers, load_buffers
 from .context import MatchContext
 from .dc import DCObjective, DCParams, dc_loss, gradient_distance, loops_for_ipc
 from .dm import DMObjective, DMParams, dm_loss
+from .tesla import TeslaObjective, TeslaParams, tesla_gradients
 
 
 
-OBJECTIVES = ("dm", "dc", "dsa")
+OBJECTIVES = ("dm", "dc", "dsa", "tesla")
 
 
 def check_objective(name: str) -> None:
@@ -23,9 +27,10 @@ def check_objective(name: str) -> None:
 
 
 def uses_dsa(name: str) -> bool:
-    """DC matches without augmentation; DSA and DM (as in the DM paper) use siamese augmentation."""
+    """DC matches without augmentation; DSA and DM (as in the DM paper) use siamese augmentation, and
+    TESLA augments its student's minibatches (unseeded-style, per sample)."""
     check_objective(name)
-    return name in ("dsa", "dm")
+    return name in ("dsa", "dm", "tesla")
 
 
 def _build_dm(ctx: MatchContext, ipc: int, **overrides) -> DMObjective:
@@ -40,8 +45,18 @@ def _build_dc(ctx: MatchContext, ipc: int, outer_loop: int | None = None, inner_
     return DCObjective(params, ctx)
 
 
+def _build_tesla(ctx: MatchContext, ipc: int, buffers: ExpertBuffers | str | Path | None = None,
+                 tesla: TeslaParams | None = None, **overrides) -> TeslaObjective:
+    """`buffers`: loaded ExpertBuffers or their folder; `tesla`: parameters other than the defaults."""
+    if buffers is None:
+        raise ValueError("TESLA needs expert trajectories: pass buffers (make them with `python -m engine buffers`)")
+    if not isinstance(buffers, ExpertBuffers):
+        buffers = load_buffers(buffers)
+    return TeslaObjective(tesla or TeslaParams(), ctx, buffers)
+
+
 # DC and DSA share one implementation; whether the context carries DSA parameters makes the difference.
-_BUILDERS = {"dm": _build_dm, "dc": _build_dc, "dsa": _build_dc}
+_BUILDERS = {"dm": _build_dm, "dc": _build_dc, "dsa": _build_dc, "tesla": _build_tesla}
 
 
 def build_objective(name: str, ctx: MatchContext, ipc: int, **overrides):
@@ -50,5 +65,5 @@ def build_objective(name: str, ctx: MatchContext, ipc: int, **overrides):
 
 
 __all__ = ["OBJECTIVES", "DCObjective", "DCParams", "DMObjective", "DMParams", "MatchContext",
-           "build_objective", "check_objective", "dc_loss", "dm_loss", "gradient_distance",
-           "loops_for_ipc", "uses_dsa"]
+           "TeslaObjective", "TeslaParams", "build_objective", "check_objective", "dc_loss", "dm_loss",
+           "gradient_distance", "loops_for_ipc", "tesla_gradients", "uses_dsa"]

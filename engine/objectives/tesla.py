@@ -1,0 +1,194 @@
+"""Trajectory matching (MTT, Cazenavette et al. 2022) with TESLA's constant-memory gradient (Cui et al. 2023).
+
+A student network starts at an expert's snapshot theta0 = snapshot[start] and takes `syn_steps` SGD steps
+of learning rate `syn_lr` (itself learned) on minibatches of the augmented synthetic images. The loss is
+how far it ends from the expert `expert_epochs` epochs later, relative to how far the expert travelled:
+
+    L = ||theta_N - theta*||^2 / ||theta0 - theta*||^2,   theta_N = theta0 - syn_lr * sum_i g_i.
+
+TESLA's gradient: L depends on each step's gradient g_i through the sum only, so dL/dg_i is one vector,
+c = 2 syn_lr (syn_lr sum_j g_j - theta0 + theta*) / ||theta0 - theta*||^2. The unroll stores theta_i and
+the detached g_i; the replay recomputes g_i at theta_i on the same augmented minibatch and backpropagates
+c . g_i into the images, one step's graph at a time. Like TESLA's own derivation this treats each theta_i
+as a constant of the images (the Hessian terms through which earlier steps move later parameters are not
+followed); for one step it is MTT's full gradient. syn_lr's gradient, dL/dsyn_lr = -2 sum_j g_j .
+(theta0 - syn_lr sum_j g_j - theta*) / ||theta0 - theta*||^2, is exact under the same model.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .. import augment
+from ..buffers import ExpertBuffers, unflatten_params
+from .context import MatchContext
+
+
+@dataclass(frozen=True)
+class TeslaParams:
+    syn_steps: int = 20
+    expert_epochs: int = 3
+    max_start_epoch: int = 5      # start epoch uniform in [0, max_start_epoch)
+    lr_teacher: float = 0.01      # initial syn_lr
+    lr_lr: float = 1e-6           # SGD on syn_lr
+    lr_momentum: float = 0.5
+    batch_syn: int | None = None  # None: every synthetic image in each student step
+
+    def __post_init__(self) -> None:
+        for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_syn is not None and self.batch_syn < 1:
+            raise ValueError(f"batch_syn must be at least 1 or None, got {self.batch_syn}")
+        if self.lr_teacher < 0 or self.lr_lr < 0 or not 0 <= self.lr_momentum < 1:
+            raise ValueError("need lr_teacher >= 0, lr_lr >= 0 and 0 <= lr_momentum < 1")
+
+    def check_trajectory(self, epochs: int) -> None:
+        """A trajectory of `epochs` + 1 snapshots must hold snapshot[start + expert_epochs] for every start."""
+        longest = epochs + 1 - self.expert_epochs
+        if self.max_start_epoch > longest:
+            raise ValueError(f"max_start_epoch {self.max_start_epoch} is too large: trajectories of {epochs + 1} "
+                             f"snapshots with expert_epochs {self.expert_epochs} allow at most {max(longest, 0)}")
+
+
+@dataclass(frozen=True)
+class StudentStep:
+    """One student step's minibatch (indices into the synthetic set) and its DSA draw (None: no DSA)."""
+
+    index: torch.Tensor
+    draw: augment.Draw | None
+
+
+def plan_steps(num_images: int, steps: int, batch: int, image_size: tuple[int, int],
+               dsa: augment.DSAParams | None, generator: torch.Generator) -> list[StudentStep]:
+    """Minibatches walk through shuffled passes over the set (the last of a pass may be short), each with
+    per-sample DSA parameters; drawn up front so the replay can reuse them exactly."""
+    plan: list[StudentStep] = []
+    chunks: list[torch.Tensor] = []
+    for _ in range(steps):
+        if not chunks:
+            chunks = list(torch.randperm(num_images, generator=generator).split(batch))
+        index = chunks.pop(0)
+        draw = None if dsa is None else augment.sample(dsa, len(index), *image_size, generator, siamese=False)
+        plan.append(StudentStep(index, draw))
+    return plan
+
+
+@dataclass(frozen=True)
+class TeslaGradients:
+    loss: float
+    syn_grad: torch.Tensor
+    lr_grad: float
+
+
+def student_grad(net: nn.Module, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+                 step: StudentStep, create_graph: bool = False) -> torch.Tensor:
+    """d cross-entropy / d theta on the step's augmented minibatch, at flat parameters `theta`."""
+    x = images[step.index.to(images.device)]
+    if step.draw is not None:
+        x = augment.apply(x, step.draw)
+    leaf = theta if theta.requires_grad else theta.detach().requires_grad_(True)
+    logits = functional_call(net, unflatten_params(leaf, net), (x,))
+    loss = F.cross_entropy(logits, labels[step.index.to(labels.device)])
+    (grad,) = torch.autograd.grad(loss, leaf, create_graph=create_graph)
+    return grad
+
+
+def tesla_gradients(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, theta0: torch.Tensor,
+                    target: torch.Tensor, syn_lr: float, plan: list[StudentStep]) -> TeslaGradients:
+    """The loss, dL/dsyn (TESLA's replay) and dL/dsyn_lr for one student unroll along `plan`."""
+    syn = syn.detach()
+    thetas, total = _unroll(net, syn, labels, theta0, syn_lr, plan)
+    scale = (theta0 - target).pow(2).sum()
+    residual = theta0 - syn_lr * total - target
+    coef = -2 * syn_lr * residual / scale  # dL/dg_i, identical for every step
+    syn_grad = _replay(net, syn, labels, thetas, plan, coef)
+    lr_grad = -2 * (total * residual).sum() / scale
+    return TeslaGradients(float(residual.pow(2).sum() / scale), syn_grad, float(lr_grad))
+
+
+def _unroll(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, theta0: torch.Tensor, syn_lr: float,
+            plan: list[StudentStep]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The parameters each step starts from, and the sum of the (detached) step gradients."""
+    theta, total, thetas = theta0, torch.zeros_like(theta0), []
+    for step in plan:
+        thetas.append(theta)
+        grad = student_grad(net, theta, syn, labels, step)
+        total = total + grad
+        theta = theta - syn_lr * grad
+    return thetas, total
+
+
+def _replay(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, thetas: list[torch.Tensor],
+            plan: list[StudentStep], coef: torch.Tensor) -> torch.Tensor:
+    leaf = syn.requires_grad_(True)
+    syn_grad = torch.zeros_like(syn)
+    for theta, step in zip(thetas, plan):
+        grad = student_grad(net, theta, leaf, labels, step, create_graph=True)
+        # d(coef . g_i)/dsyn = (dL/dg_i) . (dg_i/dsyn): this step's share of the image gradient.
+        (part,) = torch.autograd.grad((grad * coef).sum(), leaf)
+        syn_grad += part
+    return syn_grad
+
+
+class TeslaObjective:
+    """One update per iteration: a student unrolled from a random expert and start epoch.
+
+    syn_lr and its optimiser live as long as the object, so a run keeps one objective across spaces.
+    """
+
+    updates_per_iteration = 1
+
+    def __init__(self, params: TeslaParams, ctx: MatchContext, buffers: ExpertBuffers):
+        params.check_trajectory(buffers.epochs)
+        self.params, self.ctx, self.buffers = params, ctx, buffers
+        self.net = ctx.new_net(0)  # only its structure is used: functional_call supplies the parameters
+        buffers.check_student(self.net, ctx.real.info.name)
+        self._syn_lr = torch.tensor(params.lr_teacher, dtype=torch.float64, requires_grad=True)
+        self._lr_opt = torch.optim.SGD([self._syn_lr], lr=params.lr_lr, momentum=params.lr_momentum)
+        self.expert: int | None = None
+        self.start: int | None = None
+
+    @property
+    def syn_lr(self) -> float:
+        return float(self._syn_lr.detach())
+
+    def start_iteration(self) -> None:
+        gen = self.ctx.generator
+        self.expert = int(torch.randint(len(self.buffers), (1,), generator=gen))
+        self.start = int(torch.randint(self.params.max_start_epoch, (1,), generator=gen))
+
+    def loss_and_grad(self, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
+        if self.expert is None:
+            raise RuntimeError("start_iteration() must pick an expert before loss_and_grad()")
+        theta0, target = (self.buffers.snapshot(self.expert, epoch).to(syn.device, syn.dtype)
+                          for epoch in (self.start, self.start + self.params.expert_epochs))
+        batch = self.params.batch_syn or len(syn)
+        plan = plan_steps(len(syn), self.params.syn_steps, batch, tuple(syn.shape[2:]), self.ctx.dsa,
+                          self.ctx.generator)
+        result = tesla_gradients(self.net, syn, labels, theta0, target, self.syn_lr, plan)
+        self._lr_opt.zero_grad(set_to_none=True)
+        self._syn_lr.grad = torch.tensor(result.lr_grad, dtype=torch.float64)
+        self._lr_opt.step()
+        return result.loss, result.syn_grad
+
+    def after_update(self, current, labels: torch.Tensor, update: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"syn_lr": self.syn_lr, "lr_optimizer": self._lr_opt.state_dict(),
+                "buffers": self.buffers.fingerprint(), "expert": self.expert, "start": self.start}
+
+    def load_state_dict(self, state: dict) -> None:
+        if json.loads(json.dumps(state["buffers"])) != self.buffers.fingerprint():
+            raise ValueError("this checkpoint was made with other expert buffers "
+                             f"({state['buffers'].get('files')}); load the same buffer folder to resume")
+        with torch.no_grad():
+            self._syn_lr.fill_(state["syn_lr"])
+        self._lr_opt.load_state_dict(state["lr_optimizer"])
+        self.expert, self.start = state["expert"], state["start"]
