@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from engine.data import RealSampler, load_dataset  # noqa: E402
-from engine.distill import DistillConfig, distill_pixels, initial_images  # noqa: E402
+from engine.run import Run, RunConfig  # noqa: E402
 from engine.evaluate import evaluate_synset, get_protocol  # noqa: E402
 from engine.runtime import tune_allocator  # noqa: E402
 
@@ -47,11 +48,15 @@ def run_case(case: Case, seed: int) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     if case.objective is None:
         sampler = RealSampler(load_dataset("fashion-mnist", "train"), "cpu", torch.Generator().manual_seed(seed))
-        images, labels = initial_images(sampler, case.ipc, "real", torch.Generator().manual_seed(seed))
+        images, labels = sampler.sample_all(case.ipc)
     else:
-        result = distill_pixels(DistillConfig(objective=case.objective, ipc=case.ipc, iterations=case.iterations,
-                                              seed=seed))
-        images, labels = result.images, result.labels
+        with tempfile.TemporaryDirectory() as tmp:
+            run = Run(RunConfig(method="pixel", objective=case.objective, ipc=case.ipc,
+                                steps_per_space=case.iterations, seed=seed), Path(tmp) / "run")
+            while run.step():
+                pass
+            saved = torch.load(Path(tmp) / "run" / "synthetic.pt", weights_only=True)
+        images, labels = saved["images"], saved["labels"]
     distill_s = time.perf_counter() - start
     ev = evaluate_synset(images, labels, load_dataset("fashion-mnist", "test"), "convnet",
                          get_protocol(case.protocol, case.eval_epochs), repeats=5, seed=seed)

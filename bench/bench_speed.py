@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,12 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from engine import objectives  # noqa: E402
-from engine.augment import DSAParams  # noqa: E402
 from engine.data import RealSampler, load_dataset  # noqa: E402
-from engine.distill import initial_images, run_iteration  # noqa: E402
 from engine.evaluate import accuracy, get_protocol, train_network  # noqa: E402
 from engine.nets import get_network  # noqa: E402
+from engine.run import Run, RunConfig  # noqa: E402
 from engine.runtime import tune_allocator  # noqa: E402
 
 
@@ -33,16 +32,12 @@ def timed(fn) -> tuple[float, float]:
 
 
 def iteration_case(objective: str, ipc: int, repeats: int):
-    gen = torch.Generator().manual_seed(0)
-    sampler = RealSampler(load_dataset("fashion-mnist", "train"), "cpu", gen)
-    images, labels = initial_images(sampler, ipc, "real", gen)
-    images.requires_grad_(True)
-    ctx = objectives.MatchContext(real=sampler, generator=gen, batch_real=256,
-                                  dsa=DSAParams() if objectives.uses_dsa(objective) else None,
-                                  new_net=lambda s: get_network("convnet", 1, 10, 32, seed=s))
-    obj = objectives.build_objective(objective, ctx, ipc)
-    opt = torch.optim.SGD([images], lr=0.1, momentum=0.5)
-    return lambda: [run_iteration(obj, opt, lambda: images, labels) for _ in range(repeats)]
+    """Pixel steps through the engine's Run, as `distill --method pixel` runs them (first step excluded)."""
+    folder = tempfile.mkdtemp(prefix="bench-speed-")
+    run = Run(RunConfig(method="pixel", objective=objective, ipc=ipc, steps_per_space=repeats + 2,
+                        preview_every=10_000), folder)
+    run.step()  # set-up and the space's initial measurement are not per-iteration costs
+    return lambda: [run.step() for _ in range(repeats)]
 
 
 def eval_case(ipc: int):

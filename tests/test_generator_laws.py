@@ -33,3 +33,12 @@ def test_load_generator_errors(tmp_path):
     (tmp_path / "broken.pkl").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ValueError):
         load_generator(str(tmp_path / "broken.pkl"))
+
+
+def test_stylegan_xl_fixture_loads_through_load_generator():
+    from pathlib import Path
+    from engine.generators import LayeredGenerator
+    path = Path(__file__).parent / "fixtures" / "stylegan_xl" / "cifar10_format.pkl"
+    G = load_generator(str(path), "cpu")
+    assert isinstance(G, LayeredGenerator) and G.num_classes == 10 and G.resolution == 32
+    assert G.layers[-1].name.startswith("pixels") and G.num_ws == 17

@@ -1,7 +1,9 @@
 """The trivial parameterisation: the pixels themselves, as one cut.
 
 Its ws *are* the flattened pixels (num_ws 1, w_dim C*H*W) so that Pixel, GLaD and H-PD share one
-engine path and the layer laws hold without special cases.
+engine path and the layer laws hold without special cases. Given a dataset's mean and std, the pixels
+live in that dataset's normalised space (where the reference code optimises them, so its learning
+rates carry over) and `synthesize` maps them to the [-1, 1] range every generator produces.
 """
 from __future__ import annotations
 
@@ -11,8 +13,13 @@ from .base import Cut, LayeredGenerator
 
 
 class PixelGenerator(LayeredGenerator):
-    def __init__(self, channels: int, resolution: int, num_classes: int):
+    def __init__(self, channels: int, resolution: int, num_classes: int,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
         super().__init__()
+        shape = (1, channels, 1, 1)
+        # Without statistics the pixels are already in [-1, 1]: mean 0.5, std 0.5 is the identity map.
+        self.register_buffer("_mean", torch.tensor(mean or (0.5,) * channels).view(shape), persistent=False)
+        self.register_buffer("_std", torch.tensor(std or (0.5,) * channels).view(shape), persistent=False)
         self.channels = channels
         self.resolution = resolution
         self.num_classes = num_classes
@@ -36,7 +43,7 @@ class PixelGenerator(LayeredGenerator):
 
     def synthesize(self, ws: torch.Tensor, f: torch.Tensor, layer: int) -> torch.Tensor:
         self.check_layer(layer)
-        return f
+        return (f * self._std + self._mean) * 2 - 1
 
     def advance(self, ws: torch.Tensor, f: torch.Tensor, layer: int) -> torch.Tensor:
         raise ValueError("a pixel generator has a single cut; there is no next cut to advance to")

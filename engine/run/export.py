@@ -1,0 +1,83 @@
+"""Files a run writes besides its checkpoint: each space's selection, previews, and the export."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from ..data import DatasetInfo
+from ..export import write_json, write_set
+from .events import EventKind, ExportedEvent
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def write_space_file(run_dir: Path, space: int, ws, f, cut: int, images, labels) -> Path:
+    """spaces/space_XX.pt: the space's selected latents and the images they render (normalised space)."""
+    folder = run_dir / "spaces"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"space_{space:02d}.pt"
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"ws": ws.detach().cpu(), "f": f.detach().cpu(), "layer": cut, "space": space,
+                "images": images.detach().cpu(), "labels": labels.detach().cpu()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_space_file(run_dir: Path, space: int) -> dict:
+    path = Path(run_dir) / "spaces" / f"space_{space:02d}.pt"
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: space {space} has not finished in this run")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_preview(run_dir: Path, space: int, step: int, images: torch.Tensor, info: DatasetInfo) -> str:
+    folder = run_dir / "previews"
+    folder.mkdir(exist_ok=True)
+    name = f"space{space:02d}_step{step:04d}.png"
+    ipc = max(1, len(images) // info.num_classes)
+    save_image(make_grid(info.denormalize(images).clamp(0, 1), nrow=ipc if ipc > 1 else info.num_classes,
+                         padding=2, pad_value=1.0), folder / name)
+    return f"previews/{name}"
+
+
+def export_space(run: "Run", space: int) -> Path:
+    """Write the space's set as RUN_DIR/synthetic.pt, images/, grid.png; each piece replaced atomically."""
+    saved = read_space_file(run.run_dir, space)
+    return export_files(run.run_dir, saved, run.info, run.summary() | {"exported_space": space},
+                        lambda path: run.bus.emit(ExportedEvent(EventKind.EXPORTED, run.bus.next_seq(),
+                                                                time.time(), space, str(path))))
+
+
+def export_files(run_dir: Path, saved: dict, info: DatasetInfo, provenance: dict, on_done=None) -> Path:
+    extra = {"ws": saved["ws"], "f": saved["f"], "layer": saved["layer"], "space": saved["space"]}
+    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=run_dir))
+    try:
+        write_set(staging, saved["images"], saved["labels"], info, extra)
+        write_json(staging / "export.json", provenance)
+        for name in ("synthetic.pt", "grid.png", "export.json"):
+            os.replace(staging / name, run_dir / name)
+        _swap_folder(staging / "images", run_dir / "images")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if on_done:
+        on_done(run_dir / "synthetic.pt")
+    return run_dir / "synthetic.pt"
+
+
+def _swap_folder(new: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)

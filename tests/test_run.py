@@ -1,0 +1,192 @@
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.distance import ClassRelevantDistance
+from engine.run import (Run, RunConfig, RunController, SpaceEndEvent, StepEvent, export_space, read_events,
+                        read_space_file)
+from run_fixtures import fake_root, tiny_config, tiny_generator, tiny_proxy
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return fake_root(tmp_path_factory.mktemp("fm"))
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tiny_generator()
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    return tiny_proxy()
+
+
+def make_run(root, tmp_path, G, proxy, name="run", **overrides):
+    return Run(tiny_config(root, **overrides), tmp_path / name, generator=G, classifier=proxy)
+
+
+def finish(run):
+    while run.step():
+        pass
+
+
+class ScriptedDistance:
+    """Stands in for the CAM distance with fixed values, to force which step is best."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __call__(self, images, labels):
+        return self.values.pop(0)
+
+
+def test_selection_continues_from_the_minimum_distance_step_not_the_last(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy, steps_per_space=4)
+    run.prepare()
+    run.distance = ScriptedDistance([5.0, 1.0, 3.0, 2.0, 4.0] + [9.0] * 100)
+    seen = {}
+    run.bus.subscribe(lambda e: isinstance(e, StepEvent) and e.space == 0 and
+                      seen.setdefault(e.step, (run.ws.detach().clone(), run.f.detach().clone())))
+    for _ in range(4):
+        run.step()
+    saved = read_space_file(run.run_dir, 0)
+    assert run.spaces[0].best_step == 1 and run.spaces[0].distances == [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert torch.equal(saved["f"], seen[1][1]) and torch.equal(saved["ws"], seen[1][0])
+    assert not torch.equal(saved["f"], seen[4][1])  # the last iterate was a different latent
+    # The next space starts from the selected latent, advanced through the space's cuts.
+    f = saved["f"]
+    with torch.no_grad():
+        for k in run.spaces[0].cuts:
+            f = G.advance(saved["ws"], f, k)
+    assert torch.allclose(run.f, f.clamp(-10, 10)) and torch.equal(run.ws, saved["ws"])
+
+
+def test_initial_latent_is_a_candidate(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy, steps_per_space=2)
+    run.prepare()
+    initial = run.f.detach().clone()
+    run.distance = ScriptedDistance([0.5, 1.0, 2.0] + [9.0] * 100)
+    run.step(), run.step()
+    assert run.spaces[0].best_step == 0
+    assert torch.equal(read_space_file(run.run_dir, 0)["f"], initial)
+
+
+def test_hpd_walks_every_space_and_exports(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy)
+    finish(run)
+    assert [s.cuts for s in run.spaces] == [(0, 1), (2, 3), (4, 5), (6,), (7,)]
+    assert run.steps_done == 15 and run.state != "failed"
+    for s in run.spaces:
+        assert len(s.distances) == 4 and len(s.losses) == 4 and s.losses[-1] is None
+        assert s.best_distance == min(s.distances)
+    assert run.selected_space == 4 and run.selection_reason == "last"
+    out = torch.load(run.run_dir / "synthetic.pt", weights_only=True)
+    assert out["images"].shape == (10, 1, 32, 32) and out["layer"] == 7 and out["space"] == 4
+    kinds = [e["kind"] for e in read_events(run.run_dir / "events.jsonl")]
+    assert kinds.count("step") == 15 and kinds.count("space_end") == 5 and "exported" in kinds
+
+
+def test_glad_and_pixel_paths(root, tmp_path, G, proxy):
+    glad = make_run(root, tmp_path, G, proxy, name="glad", method="glad")
+    finish(glad)
+    assert [s.cuts for s in glad.spaces] == [(3,)] and glad.steps_done == 15  # H-PD's total budget
+    pixel = make_run(root, tmp_path, G, proxy, name="pixel", method="pixel", steps_per_space=4)
+    finish(pixel)
+    assert len(pixel.spaces) == 1 and pixel.steps_done == 4
+    out = torch.load(pixel.run_dir / "synthetic.pt", weights_only=True)
+    assert out["images"].shape == (10, 1, 32, 32)
+
+
+def test_export_round_trip_and_user_selection(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy)
+    finish(run)
+    run.select_layer(1)
+    out = torch.load(run.run_dir / "synthetic.pt", weights_only=True)
+    saved = read_space_file(run.run_dir, 1)
+    assert out["space"] == 1 and torch.equal(out["images"], saved["images"]) and torch.equal(out["f"], saved["f"])
+    assert out["labels"].tolist() == list(range(10))
+    # The exported latents render the exported images.
+    with torch.no_grad():
+        rendered = run.info.from_generator(G.synthesize(out["ws"], out["f"], out["layer"]))
+    assert torch.allclose(rendered, out["images"], atol=1e-5)
+    with pytest.raises(ValueError, match="has not finished"):
+        run.select_layer(7)
+
+
+def test_resume_after_kill_ends_like_an_uninterrupted_run(root, tmp_path, G, proxy):
+    whole = make_run(root, tmp_path, G, proxy, name="whole")
+    finish(whole)
+    killed = make_run(root, tmp_path, G, proxy, name="killed")
+    for _ in range(7):  # two spaces and one step of the third, then the process "dies"
+        killed.step()
+    del killed
+    resumed = make_run(root, tmp_path, G, proxy, name="killed")
+    resumed.prepare()
+    assert resumed.space_index == 2 and resumed.steps_done == 6
+    finish(resumed)
+    a = torch.load(whole.run_dir / "synthetic.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "synthetic.pt", weights_only=True)
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["ws"], b["ws"])
+    assert [s.distances for s in whole.spaces] == [s.distances for s in resumed.spaces]
+    steps = [e for e in read_events(resumed.run_dir / "events.jsonl") if e["kind"] == "step"]
+    assert [e["steps_done"] for e in steps] == list(range(1, 16))  # the interrupted space's events were replaced
+
+
+def test_controller_pause_resume_step_stop(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy, steps_per_space=50)
+    ctl = RunController(run)
+    ctl.start(paused=True)
+    deadline = time.time() + 60
+    while run.state != "paused" and time.time() < deadline:
+        time.sleep(0.05)
+    assert run.state == "paused" and run.steps_done == 0
+    ctl.step_once()
+    while run.steps_done < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert run.steps_done == 1  # exactly one step while paused
+    ctl.resume()
+    while run.steps_done < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    ctl.pause()
+    time.sleep(0.3)
+    held = run.steps_done
+    time.sleep(1.0)
+    assert run.steps_done == held and run.state == "paused"
+    ctl.stop()
+    assert ctl.wait(30) and run.state == "stopped"
+
+
+def test_distance_zero_for_identical_sets_and_grows_with_perturbation(root, proxy):
+    from engine.data import load_dataset
+    data = load_dataset("fashion-mnist", "train", root)
+    x, y = data.normalized()[:100], data.labels[:100]
+    d = ClassRelevantDistance(proxy, x, y, 10)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    assert d(x, y) == pytest.approx(0.0, abs=1e-10)
+    small, large = d(x + 0.05 * noise, y), d(x + 0.5 * noise, y)
+    assert 0 < small < large
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"ipc": 0}, "--ipc must be at least 1"),
+    ({"method": "gan"}, "unknown method 'gan'"),
+    ({"selection": "best"}, "unknown selection 'best'"),
+    ({"method": "pixel", "init": "avg"}, "GAN latents"),
+    ({"objective": "tesla"}, "TESLA needs expert trajectories"),
+])
+def test_bad_config_fails_at_once(root, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(root, **overrides)
+
+
+def test_bad_cut_range_fails_before_any_work(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy, first_cut=9)
+    with pytest.raises(ValueError, match="does not fit this generator's cuts 0..7"):
+        run.prepare()
+    assert not run.run_dir.exists()
