@@ -67,7 +67,7 @@ def train_stand_in(train, steps: int, seed: int) -> StandInNet:
     return net.eval()
 
 
-def classifier_and_features(kind: str, train, steps: int, seed: int):
+def classifier_and_features(kind: str, train, steps: int, seed: int, cache: Path | None):
     """(name, logits_fn, features_fn); features are pooled penultimate activations."""
     if kind in ("auto", "proxy"):
         try:
@@ -79,8 +79,22 @@ def classifier_and_features(kind: str, train, steps: int, seed: int):
             print(f"proxy classifier unavailable ({e}); training a stand-in ConvNet for {steps} steps")
         else:
             return "proxy embedded:fashion-mnist", proxy, _hooked_features(proxy, proxy.cam_layer)
-    net = train_stand_in(train, steps, seed)
+    net = _cached_stand_in(train, steps, seed, cache)
     return f"stand-in ConvNet ({steps} Adam steps of batch 128, seed {seed})", net, net.features
+
+
+def _cached_stand_in(train, steps: int, seed: int, cache: Path | None) -> StandInNet:
+    """Train the stand-in, or reload it from `cache` when that file was trained with the same steps and seed."""
+    if cache is not None and cache.is_file():
+        blob = torch.load(cache, weights_only=True)
+        if blob["steps"] == steps and blob["seed"] == seed:
+            net = StandInNet(seed)
+            net.load_state_dict(blob["state_dict"])
+            return net.eval()
+    net = train_stand_in(train, steps, seed)
+    if cache is not None:
+        torch.save({"steps": steps, "seed": seed, "state_dict": net.state_dict()}, cache)
+    return net
 
 
 def _hooked_features(model: nn.Module, layer: nn.Module):
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="measure the EMA generator of a training folder instead")
     parser.add_argument("--classifier", choices=("auto", "proxy", "standin"), default="auto")
     parser.add_argument("--standin-steps", type=int, default=1200, help="stand-in training length (a minute or two)")
+    parser.add_argument("--standin-cache", type=Path, default=None, help="save/reuse the trained stand-in here")
     parser.add_argument("--per-class", type=int, default=100, help="samples per class (10 classes)")
     parser.add_argument("--psi", type=float, nargs="+", default=[1.0], help="truncation values to measure")
     parser.add_argument("--seed", type=int, default=0)
@@ -161,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     G, source = load_generator_under_test(args)
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
-    name, logits_fn, features_fn = classifier_and_features(args.classifier, train, args.standin_steps, args.seed)
+    name, logits_fn, features_fn = classifier_and_features(args.classifier, train, args.standin_steps, args.seed,
+                                                      args.standin_cache)
     real_images, real_labels = real_per_class(test, args.per_class)
     real_acc = (torch.cat([logits_fn(x).argmax(1) for x in real_images.split(200)]) == real_labels).float().mean().item()
     result = {"generator": source, "classifier": name, "classifier_real_test_agreement": real_acc,
