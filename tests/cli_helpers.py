@@ -9,5 +9,5 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def engine_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "engine", *args, "--threads", "1"], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -190,3 +190,22 @@ def test_bad_cut_range_fails_before_any_work(root, tmp_path, G, proxy):
     with pytest.raises(ValueError, match="does not fit this generator's cuts 0..7"):
         run.prepare()
     assert not run.run_dir.exists()
+
+
+def test_export_command_and_cam(root, tmp_path, G, proxy):
+    from cli_helpers import engine_cli
+    from engine.cam import cam_heatmaps, overlay
+    run = make_run(root, tmp_path, G, proxy, steps_per_space=1)
+    finish(run)
+    res = engine_cli("export", str(run.run_dir), "--layer", "2")
+    assert res.returncode == 0, res.stderr
+    out = torch.load(run.run_dir / "synthetic.pt", weights_only=True)
+    assert out["space"] == 2 and out["layer"] == 4
+    bad = engine_cli("export", str(run.run_dir), "--layer", "9")
+    assert bad.returncode == 2 and "has not finished" in bad.stderr
+    images = run.info.to_generator(out["images"])
+    maps = cam_heatmaps(proxy, images, out["labels"])
+    assert maps.shape == (10, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+    assert all(p.grad is None for p in proxy.parameters())
+    rgb = overlay(run.info.denormalize(out["images"]), maps)
+    assert rgb[0].shape == (32, 32, 3) and rgb[0].dtype.name == "uint8"

@@ -15,6 +15,7 @@ COMMANDS = {
     "train-classifier": "train_classifier",
     "train-prior": "train_prior",
     "buffers": "buffers",
+    "export": "export",
 }
 
 
