@@ -211,6 +211,7 @@ class Run:
             params.append({"params": [self.ws], "lr": lr_w})
         self.opt = torch.optim.SGD(params, momentum=self.config.momentum)
         self.scheme = gradient.choose_scheme(self.config.sg_batch, self.G, space.cut, len(self.labels), self.f.device)
+        space.scheme = self.scheme
         space.distances, space.losses = [], []
         self.best, self._best_loss = None, None
         self._record_candidate(space, 0)

@@ -14,6 +14,7 @@ class SpaceRecord:
     best_step: int | None = None
     best_distance: float | None = None
     accuracy: float | None = None
+    scheme: str | None = None      # how the generator gradient ran: "single" pass or "chunked" two-pass
 
     @property
     def cut(self) -> int:
