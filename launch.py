@@ -1,41 +1,31 @@
-"""Start H-PD Studio.
-
-Until the Gradio studio lands (issue 6), this prints what the engine can do here and runs a short
-headless demo: Pixel DM on the embedded Fashion-MNIST into runs/launch-demo, then evaluates it.
-"""
+"""Start H-PD Studio: `python launch.py [--host 127.0.0.1] [--port 7860] [--share] [--runs-dir runs]`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from engine.cli import main as engine_main
-from engine.data import DATASETS, DatasetError, load_dataset
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="H-PD Studio (headless preview until the studio lands)")
-    p.add_argument("--runs-dir", default="runs", help="where runs are written")
-    p.add_argument("--iterations", type=int, default=20, help="iterations of the demo run")
+    p = argparse.ArgumentParser(description="H-PD Studio: watch, steer, compare and export distillation runs")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--runs-dir", default="runs", help="where runs are written and run folders are browsed")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print("H-PD Studio engine. Datasets:")
-    for name in DATASETS:
-        print(f"  {name}")
-    try:
-        load_dataset("fashion-mnist", "test")
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = f"{args.runs_dir}/launch-demo"
-    print(f"Demo: Pixel DM, IPC 1, {args.iterations} iterations -> {out}")
-    code = engine_main(["distill", "--iterations", str(args.iterations), "--out", out])
-    if code == 0:
-        code = engine_main(["evaluate", out, "--repeats", "1", "--epochs", "300", "--protocol", "dc"])
-    print("Next: `python -m engine --help` lists every command.")
-    return code
+    import engine  # after argparse: --help stays instant
+    from hpd_app import build_app, launch_app
+
+    engine.tune_allocator()
+    demo = build_app(args.runs_dir)
+    _, url, share_url = launch_app(demo, args.runs_dir, host=args.host, port=args.port, share=args.share,
+                                   prevent_thread_lock=True, quiet=True)
+    print(f"H-PD Studio at {url}" + (f" (public: {share_url})" if share_url else ""), flush=True)
+    demo.block_thread()
+    return 0
 
 
 if __name__ == "__main__":

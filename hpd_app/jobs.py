@@ -1,0 +1,191 @@
+"""Server-side jobs: live engine runs (and run folders opened from disk) keyed by run id, each with its owner.
+
+The registry is created by the app factory and holds a lock; there is no module-level state. A live job
+subscribes to its run's events and keeps the latest immutable Snapshot; commands go to the RunController.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import Run, RunController, export_space
+
+from . import browse
+from .bundle import zip_export
+from .cams import CamProvider
+from .configs import parse_config
+from .devicequeue import DeviceQueue
+from .reduce import reduce
+from .snapshot import TERMINAL, Snapshot
+
+PAUSE_WAIT_S = 120.0  # export pauses a running run; a step on a big generator can take this long
+
+
+@dataclass(frozen=True)
+class Components:
+    """Injected into every Run (tests, embedding apps); None loads what the config names."""
+    generator: object | None = None
+    classifier: object | None = None
+    data_root: str | None = None
+
+
+class LiveJob:
+    source = "live"
+
+    def __init__(self, run_id: str, owner: str, run: Run, queue: DeviceQueue):
+        self.run_id, self.owner, self.run = run_id, owner, run
+        self.config = run.config
+        self.device = run.config.device
+        self.controller = RunController(run)
+        self._queue = queue
+        self._lock = threading.Lock()
+        self._snap = Snapshot(run_id, run.config.method)
+        self._start_paused = False
+        self._launched = False
+        self._tensors: dict[object, object] = {}  # "preview" / space index -> normalised CPU images, for CAMs
+        run.bus.subscribe(self._on_event)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    def _on_event(self, event) -> None:
+        images = getattr(event, "images", None)
+        if images is not None:
+            self._tensors["preview"] = images
+            if hasattr(event, "selected_file"):
+                self._tensors[event.space] = images
+        with self._lock:
+            self._snap = reduce(self._snap, event, self.run)
+            done = self._snap.state in TERMINAL
+        if done:
+            self._queue.release(self)
+
+    def launch(self) -> None:
+        with self._lock:
+            self._launched = True
+            self._snap = self._snap.evolve(state="paused" if self._start_paused else "running",
+                                           message="loading data, generator and proxy")
+        self.controller.start(paused=self._start_paused)
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            self._snap = self._snap.evolve(**changes)
+
+    # ----------------------------------------------------------- commands
+    def pause(self) -> None:
+        if not self._launched:
+            self._start_paused = True
+            return
+        self.controller.pause()
+
+    def resume(self) -> None:
+        if not self._launched:
+            self._start_paused = False
+            return
+        self.controller.resume()
+
+    def step(self) -> None:
+        if self._snap.state != "paused":
+            raise ValueError(f"Step works on a paused run; this one is {self._snap.state}")
+        self.controller.step_once()
+
+    def stop(self) -> None:
+        if self._queue.cancel(self):
+            self._set(state="stopped", message="stopped before it started")
+            return
+        self.controller.stop()
+
+    def select_layer(self, space: int) -> None:
+        self.controller.select_layer(space)
+
+    def export(self) -> Path:
+        """Write the selected layer's set (the last finished one if none is selected) and zip it."""
+        snap = self._snap
+        if not snap.spaces:
+            raise ValueError("no layer has finished yet; export once the first layer is done")
+        space = snap.selected_space if snap.selected_space is not None else snap.spaces[-1].index
+        running = snap.state == "running"
+        if running:  # export reads run state a step is changing: hold the run between two steps
+            self.controller.pause()
+            self._wait_for(("paused",) + TERMINAL)
+        try:
+            path = export_space(self.run, space)
+        finally:
+            if running:
+                self.controller.resume()
+        zip_export(self.run.run_dir)
+        return path
+
+    def _wait_for(self, states: tuple[str, ...]) -> None:
+        deadline = time.monotonic() + PAUSE_WAIT_S
+        while self._snap.state not in states:
+            if time.monotonic() > deadline:
+                raise ValueError("the run did not pause in time for the export; pause it and export again")
+            time.sleep(0.02)
+
+    def cam_input(self, key):
+        """(normalised images, labels, classifier spec, dataset) for the CAM of the preview or a space."""
+        images = self._tensors.get(key)
+        if images is None or not hasattr(self.run, "labels"):
+            return None
+        return images, self.run.labels.cpu(), self.config.classifier_spec, self.config.dataset
+
+
+class JobRegistry:
+    def __init__(self, runs_dir: Path, components: Components = Components()):
+        self.runs_dir = Path(runs_dir)
+        self.components = components
+        self.cams = CamProvider(components.classifier)
+        self._queue = DeviceQueue()
+        self._lock = threading.Lock()
+        self._jobs: dict[str, LiveJob | browse.FolderJob] = {}
+
+    def start(self, values: dict | str, owner: str) -> str:
+        """Validate the config, create the run and queue it; raises ValueError for bad input."""
+        if not owner:
+            raise ValueError("a run needs an owner token")
+        config = parse_config(values, self.components.data_root)
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method}-{secrets.token_hex(3)}"
+        c = self.components
+        run = Run(config, self.runs_dir / run_id, generator=c.generator, classifier=c.classifier)
+        job = LiveJob(run_id, owner, run, self._queue)
+        with self._lock:
+            self._jobs[run_id] = job
+        self._queue.submit(job)
+        return run_id
+
+    def open_folder(self, name: str, owner: str) -> str:
+        """Browse a run folder under the runs dir (CLI runs too); your own live run reattaches instead."""
+        with self._lock:
+            live = self._jobs.get(name)
+        if isinstance(live, LiveJob):
+            if live.owner == owner:
+                return name
+            raise ValueError(f"{name} is a live run of another user on this server")
+        run_id = f"{name}@{secrets.token_hex(3)}"
+        job = browse.FolderJob(run_id, owner, browse.run_folder(self.runs_dir, name))
+        with self._lock:
+            self._jobs[run_id] = job
+        return run_id
+
+    def job(self, run_id: str, owner: str) -> LiveJob | browse.FolderJob:
+        with self._lock:
+            job = self._jobs.get(run_id)
+        # Someone else's run answers exactly like a missing one: ids are not secrets, tokens are.
+        if job is None or job.owner != owner:
+            raise LookupError(f"no run {run_id!r} of yours on this server")
+        return job
+
+    def owned(self, owner: str) -> list[str]:
+        with self._lock:
+            return [rid for rid, job in self._jobs.items() if job.owner == owner]
+
+    def queue_position(self, job) -> int | None:
+        return self._queue.position(job) if isinstance(job, LiveJob) else None
+
+    def folders(self) -> list[str]:
+        return browse.list_run_folders(self.runs_dir)

@@ -1,0 +1,109 @@
+"""Pictures and text of snapshots: class-labelled grids, the distance/loss chart, the timeline line.
+Pure functions of their inputs, in memory (PIL, numpy, matplotlib's OO API on Agg; no pyplot state)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from .snapshot import Snapshot
+
+CELL = 64          # pixels per image in the grid
+HEADER = 16        # pixels of class-name header
+COLORS = {"hpd": "#d62728", "glad": "#1f77b4", "pixel": "#2ca02c"}
+
+
+def _font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=11)
+    except TypeError:  # Pillow built without FreeType: the bitmap font takes no size
+        return ImageFont.load_default()
+
+
+def grid(images: Sequence[np.ndarray] | np.ndarray, class_names: Sequence[str], ipc: int) -> Image.Image:
+    """Columns are classes (named on top), rows the images per class; images are class-major uint8 HxWxC."""
+    n_classes = max(1, len(class_names))
+    rows = max(1, ipc)
+    canvas = Image.new("RGB", (n_classes * CELL, HEADER + rows * CELL), "white")
+    draw, font = ImageDraw.Draw(canvas), _font()
+    for c, name in enumerate(class_names):
+        draw.text((c * CELL + 2, 2), name[:11], fill="black", font=font)
+    for i, img in enumerate(images):
+        arr = np.asarray(img)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        tile = Image.fromarray(arr).convert("RGB").resize((CELL - 2, CELL - 2), Image.NEAREST)
+        canvas.paste(tile, ((i // rows) * CELL + 1, HEADER + (i % rows) * CELL + 1))
+    return canvas
+
+
+def timeline(snap: Snapshot, queue_position: int | None = None) -> str:
+    """'layer 5 of 12: b16.conv0 16x16x128, step 14/20 · 12.3 s · 1.6 steps/s' plus the state."""
+    head = f"**{snap.label}** `{snap.run_id}` · {snap.state}"
+    if snap.state == "queued":
+        return f"{head} (position {queue_position or 1} in line for the device)"
+    parts = [head]
+    if snap.layers:
+        k = min(snap.space, len(snap.layers) - 1)
+        parts.append(f"layer {k + 1} of {len(snap.layers)}: {snap.layers[k]}, step {snap.step}/{snap.steps_per_space}")
+        parts.append(f"{snap.steps_done}/{snap.total_steps} steps")
+    parts.append(f"{snap.elapsed_s:.1f} s")
+    parts.append(f"{snap.steps_per_s:.2f} steps/s")
+    if snap.selected_space is not None:
+        acc = _accuracy(snap, snap.selected_space)
+        parts.append(f"selected layer {snap.selected_space + 1} ({snap.selection_reason}){acc}")
+    text = " · ".join(parts)
+    if snap.message and snap.state in ("failed", "running", "paused", "stopped"):
+        text += f"\n\n{'**Error:** ' if snap.state == 'failed' else ''}{snap.message}"
+    return text
+
+
+def _accuracy(snap: Snapshot, space: int) -> str:
+    view = next((v for v in snap.spaces if v.index == space), None)
+    return "" if view is None or view.accuracy is None else f", held-out accuracy {100 * view.accuracy:.1f}%"
+
+
+def layer_caption(snap: Snapshot, space: int) -> str:
+    view = next((v for v in snap.spaces if v.index == space), None)
+    if view is None:
+        return "No finished layer yet."
+    dist = "-" if view.best_distance is None else f"{view.best_distance:.4g}"
+    chosen = " · **the run's selection**" if snap.selected_space == space else ""
+    return (f"Layer {space + 1} of {len(snap.layers)}: `{view.name}` · kept step {view.best_step} · "
+            f"distance {dist}{_accuracy(snap, space)}{chosen}")
+
+
+def chart(snaps: Sequence[Snapshot]) -> Figure:
+    """Distance (left axis) and loss (right, dashed) per step; dotted lines at layer boundaries; each
+    layer's kept minimum marked. Several runs share the axes (Compare)."""
+    fig = Figure(figsize=(7.5, 3.0), dpi=90, layout="constrained")
+    ax = fig.add_subplot()
+    ax_loss = ax.twinx()
+    ax.set_xlabel("step")
+    ax.set_ylabel("class-relevant distance")
+    ax_loss.set_ylabel("loss")
+    for snap in snaps:
+        _draw_run(ax, ax_loss, snap)
+    if snaps and snaps[0].steps_per_space:
+        for k in range(1, len(snaps[0].layers)):
+            ax.axvline(k * snaps[0].steps_per_space, color="0.7", linestyle=":", linewidth=1)
+    handles = ax.get_legend_handles_labels()[0] + ax_loss.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(handles=handles, loc="upper right", fontsize=8)
+    return fig
+
+
+def _draw_run(ax, ax_loss, snap: Snapshot) -> None:
+    color = COLORS.get(snap.method, "black")
+    dist = [(p.x, p.distance) for p in snap.curve if p.distance is not None]
+    loss = [(p.x, p.loss) for p in snap.curve if p.loss is not None]
+    if dist:
+        ax.plot(*zip(*dist), color=color, linewidth=1.5, label=f"{snap.label} distance")
+    if loss:
+        ax_loss.plot(*zip(*loss), color=color, linewidth=1, linestyle="--", alpha=0.6, label=f"{snap.label} loss")
+    marks = [(v.index * snap.steps_per_space + (v.best_step or 0), v.best_distance)
+             for v in snap.spaces if v.best_distance is not None]
+    if marks:
+        ax.scatter(*zip(*marks), color=color, marker="v", s=36, zorder=3, label=f"{snap.label} kept minimum")

@@ -1,0 +1,293 @@
+"""The page: layout first, then handlers that read snapshots and send commands, then flat wiring.
+
+UI state holds ids and drawn versions only (BrowserState: the owner token and the runs on screen, so a
+refresh or a second tab reattaches); jobs live in the registry. Handlers return dicts keyed by component
+and gr.skip() what did not change.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+
+import gradio as gr
+
+from engine import METHODS, OBJECTIVES, list_datasets, resolve_device
+
+from . import render
+from .jobs import JobRegistry
+from .snapshot import LABELS
+
+POLL_S = 0.5
+CHART_EVERY_S = 1.0   # the chart is re-drawn at most this often (matplotlib costs ~50 ms of CPU)
+
+
+def _devices() -> tuple[list[str], str]:
+    default = str(resolve_device(None))
+    return (["cpu", "cuda"] if default != "cpu" else ["cpu"]), default
+
+
+class Page:
+    """Components of the page; built inside a Blocks context."""
+
+    def __init__(self, registry: JobRegistry):
+        self.registry = registry
+        devices, default_device = _devices()
+        self.browser = gr.BrowserState({"token": "", "watch": []}, storage_key="hpd-studio")
+        self.watch = gr.State([])
+        self.seen = gr.State({})
+        gr.Markdown("# H-PD Studio\nWatch Hierarchical Parameterization Distillation optimise synthetic images "
+                    "inside a GAN, layer by layer, keeping per layer the latent with the smallest class-relevant "
+                    "CAM distance.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                self.form = {
+                    "dataset": gr.Dropdown(list_datasets(), value="fashion-mnist", label="Dataset"),
+                    "method": gr.Dropdown([(LABELS[m], m) for m in METHODS], value="hpd", label="Method"),
+                    "objective": gr.Dropdown(list(OBJECTIVES), value="dm", label="Objective"),
+                    "generator": gr.Textbox("", label="Generator",
+                                            placeholder="empty: the dataset's embedded prior; or a StyleGAN-XL .pkl"),
+                    "ipc": gr.Number(1, label="Images per class", precision=0, minimum=1),
+                    "steps_per_space": gr.Number(None, label="Steps per layer (empty: the paper's)", precision=0),
+                    "lr_w": gr.Number(None, label="Learning rate of W+ (empty: the paper's)"),
+                    "lr_f": gr.Number(None, label="Learning rate of f / pixels (empty: the paper's)"),
+                    "seed": gr.Number(0, label="Seed", precision=0),
+                    "device": gr.Dropdown(devices, value=default_device, label="Device"),
+                }
+                with gr.Accordion("More settings", open=False):
+                    self.form["batch_real"] = gr.Number(256, label="Real images per class per step", precision=0)
+                    self.form["accuracy_pick"] = gr.Checkbox(False, label="Evaluate each layer on held-out data")
+                with gr.Row():
+                    self.start_btn = gr.Button("Start", variant="primary", elem_id="start")
+                    self.compare_btn = gr.Button("Compare GLaD vs H-PD", elem_id="compare")
+                self.runs = gr.Dropdown([], label="Your runs", elem_id="runs")
+                self.folders = gr.Dropdown([], label="Run folders on disk", elem_id="folders")
+                with gr.Row():
+                    self.open_btn = gr.Button("Open run folder", size="sm")
+                    self.refresh_btn = gr.Button("Refresh list", size="sm")
+            with gr.Column(scale=3):
+                self.status = gr.Markdown("Set up a run and press **Start**.", elem_id="status")
+                with gr.Row():
+                    self.pause_btn = gr.Button("Pause", size="sm")
+                    self.resume_btn = gr.Button("Resume", size="sm")
+                    self.step_btn = gr.Button("Step", size="sm")
+                    self.stop_btn = gr.Button("Stop", size="sm", variant="stop")
+                    self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps")
+                with gr.Row():
+                    self.grid_a = gr.Image(None, label="Synthetic images", type="pil", format="png",
+                                           interactive=False, elem_id="grid-a")
+                    self.grid_b = gr.Image(None, label="Compared run", type="pil", format="png",
+                                           interactive=False, visible=False, elem_id="grid-b")
+                self.chart = gr.Plot(label="Distance and loss", elem_id="chart")
+                with gr.Accordion("Morphological transition: the kept images of each finished layer", open=True):
+                    self.layer = gr.Slider(0, 1, value=0, step=1, label="Layer (finished ones)", interactive=False,
+                                           elem_id="layer")
+                    with gr.Row():
+                        self.layer_img = gr.Image(None, label="Kept images", type="pil", format="png",
+                                                  interactive=False)
+                        self.layer_cam = gr.Image(None, label="Their CAM", type="pil", format="png",
+                                                  interactive=False)
+                    self.layer_info = gr.Markdown("")
+                    self.use_layer_btn = gr.Button("Use this layer", size="sm")
+                with gr.Row():
+                    self.export_btn = gr.Button("Export selected layer", elem_id="export")
+                    self.download = gr.DownloadButton("Download zip", interactive=False, elem_id="download")
+                self.export_info = gr.Markdown("")
+        self.timer = gr.Timer(POLL_S)
+
+    # ------------------------------------------------------------ helpers
+    def _jobs(self, browser: dict, watch: list[str]) -> list:
+        out = []
+        for run_id in watch:
+            try:
+                out.append(self.registry.job(run_id, browser.get("token", "")))
+            except LookupError:
+                continue
+        return out
+
+    def _cam_grid(self, job, key, snap):
+        entry = job.cam_input(key)
+        if entry is None:
+            return None, "no images yet"
+        try:
+            return render.grid(self.registry.cams.overlays(*entry), snap.class_names, snap.ipc), ""
+        except ValueError as exc:
+            return None, f"CAM unavailable: {exc}"
+
+    def _grid(self, job, show_cam: bool):
+        snap = job.snapshot
+        if snap.preview is None:
+            return None, ""
+        if show_cam:
+            image, note = self._cam_grid(job, "preview", snap)
+            if image is not None:
+                return image, ""
+            return render.grid(snap.preview, snap.class_names, snap.ipc), note
+        return render.grid(snap.preview, snap.class_names, snap.ipc), ""
+
+    def _runs_update(self, token: str, value: str | None = None):
+        return gr.Dropdown(choices=self.registry.owned(token), value=value)
+
+    # ------------------------------------------------------------ handlers
+    def on_load(self, browser: dict) -> dict:
+        browser = dict(browser or {})
+        token = browser.get("token") or secrets.token_urlsafe(16)
+        browser["token"] = token
+        watch = [j.run_id for j in self._jobs(browser, browser.get("watch", []))]
+        browser["watch"] = watch
+        return {self.browser: browser, self.watch: watch, self.seen: {},
+                self.runs: self._runs_update(token, watch[0] if watch else None),
+                self.folders: gr.Dropdown(choices=self.registry.folders())}
+
+    def _form_values(self, data: dict) -> dict:
+        values = {name: data[comp] for name, comp in self.form.items()}
+        if not values["generator"]:
+            values.pop("generator")
+        return values
+
+    def _start_runs(self, data: dict, methods: list[str | None]) -> dict:
+        browser = dict(data[self.browser])
+        token = browser.get("token") or secrets.token_urlsafe(16)
+        browser["token"] = token
+        values = self._form_values(data)
+        try:
+            ids = [self.registry.start(values | ({"method": m} if m else {}), token) for m in methods]
+        except ValueError as exc:
+            return {self.status: f"**Could not start:** {exc}", self.browser: browser}
+        browser["watch"] = ids
+        return {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
+                self.runs: self._runs_update(token, ids[0]), self.grid_a: None, self.grid_b: gr.Image(None, visible=len(ids) > 1),
+                self.download: gr.DownloadButton(interactive=False), self.export_info: ""}
+
+    def on_start(self, data: dict) -> dict:
+        return self._start_runs(data, [None])
+
+    def on_compare(self, data: dict) -> dict:
+        """H-PD and GLaD on the same data, seed and budget (GLaD's default steps = H-PD's total)."""
+        return self._start_runs(data, ["hpd", "glad"])
+
+    def on_pick_run(self, browser: dict, run_id: str | None) -> dict:
+        if not run_id:
+            return {self.watch: gr.skip()}
+        browser = dict(browser) | {"watch": [run_id]}
+        return {self.browser: browser, self.watch: [run_id], self.seen: {}, self.grid_b: gr.Image(None, visible=False)}
+
+    def on_open_folder(self, browser: dict, name: str | None) -> dict:
+        if not name:
+            return {self.status: "Pick a run folder first."}
+        try:
+            run_id = self.registry.open_folder(name, browser.get("token", ""))
+        except ValueError as exc:
+            return {self.status: f"**Could not open:** {exc}"}
+        browser = dict(browser) | {"watch": [run_id]}
+        return {self.browser: browser, self.watch: [run_id], self.seen: {},
+                self.runs: self._runs_update(browser["token"], run_id), self.grid_b: gr.Image(None, visible=False)}
+
+    def on_refresh(self) -> dict:
+        return {self.folders: gr.Dropdown(choices=self.registry.folders())}
+
+    def command(self, name: str):
+        def handler(browser: dict, watch: list[str]) -> dict:
+            notes = []
+            for job in self._jobs(browser, watch):
+                try:
+                    getattr(job, name)()
+                except ValueError as exc:
+                    notes.append(str(exc))
+            return {self.export_info: "\n\n".join(notes)}
+        handler.__name__ = f"on_{name}"  # distinct from the public API names
+        return handler
+
+    def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool) -> dict:
+        jobs = self._jobs(browser, watch)
+        out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer)}
+        if not jobs:
+            return out | {self.seen: gr.skip()}
+        seen = dict(seen)
+        snaps = [j.snapshot for j in jobs]
+        notes = []
+        for job, comp, key in zip(jobs, (self.grid_a, self.grid_b), ("a", "b")):
+            sig = [job.run_id, job.snapshot.preview_version, show_cam]
+            if seen.get(key) != sig:
+                image, note = self._grid(job, show_cam)
+                notes.append(note)
+                if image is not None:
+                    out[comp] = gr.Image(image, label=f"{job.snapshot.label}: synthetic images", visible=True)
+                    seen[key] = sig
+        text = "\n\n---\n\n".join(render.timeline(s, self.registry.queue_position(j)) for s, j in zip(snaps, jobs))
+        text += "".join(f"\n\n{n}" for n in notes if n)
+        if seen.get("status") != text:
+            out[self.status], seen["status"] = text, text
+        chart_sig = [[s.run_id, len(s.curve), len(s.spaces)] for s in snaps]
+        if seen.get("chart") != chart_sig and time.monotonic() - seen.get("chart_t", 0.0) >= CHART_EVERY_S:
+            out[self.chart], seen["chart"], seen["chart_t"] = render.chart(snaps), chart_sig, time.monotonic()
+        finished = [v.index for v in snaps[0].spaces]
+        layer_sig = [snaps[0].run_id, finished]
+        if seen.get("layer") != layer_sig and finished:
+            out[self.layer] = gr.Slider(minimum=0, maximum=max(1, finished[-1]), value=finished[-1],
+                                        interactive=True)
+            seen["layer"] = layer_sig
+        out[self.seen] = seen
+        return out
+
+    def on_show_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
+        jobs = self._jobs(browser, watch)
+        if not jobs:
+            return {self.layer_img: gr.skip(), self.layer_cam: gr.skip(), self.layer_info: gr.skip()}
+        job, k = jobs[0], int(layer)
+        snap = job.snapshot
+        view = next((v for v in snap.spaces if v.index == k), None)
+        if view is None or view.images is None:
+            return {self.layer_img: None, self.layer_cam: None, self.layer_info: render.layer_caption(snap, k)}
+        cam, note = self._cam_grid(job, k, snap)
+        caption = render.layer_caption(snap, k) + (f"\n\n{note}" if note else "")
+        return {self.layer_img: render.grid(view.images, snap.class_names, snap.ipc), self.layer_cam: cam,
+                self.layer_info: caption}
+
+    def on_use_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
+        jobs = self._jobs(browser, watch)
+        if not jobs:
+            return {self.layer_info: "No run on screen."}
+        try:
+            jobs[0].select_layer(int(layer))
+        except ValueError as exc:
+            return {self.layer_info: f"**Could not select:** {exc}"}
+        return {self.layer_info: render.layer_caption(jobs[0].snapshot, int(layer))}
+
+    def on_export(self, browser: dict, watch: list[str]) -> dict:
+        jobs = self._jobs(browser, watch)
+        if not jobs:
+            return {self.export_info: "No run on screen.", self.download: gr.skip()}
+        try:
+            path = jobs[0].export()
+        except ValueError as exc:
+            return {self.export_info: f"**Could not export:** {exc}", self.download: gr.skip()}
+        bundle = path.parent / "export.zip"
+        return {self.export_info: f"Wrote `{path}` (and `{path.parent / 'images'}`, `{bundle}`).",
+                self.download: gr.DownloadButton(value=str(bundle), interactive=True)}
+
+    # ------------------------------------------------------------ wiring
+    def wire(self, demo: gr.Blocks) -> None:
+        ids = [self.browser, self.watch]
+        form = set(self.form.values()) | {self.browser}
+        started = [self.browser, self.watch, self.seen, self.status, self.runs, self.grid_a, self.grid_b,
+                   self.download, self.export_info]
+        private = dict(api_visibility="private")
+        demo.load(self.on_load, [self.browser], [self.browser, self.watch, self.seen, self.runs, self.folders],
+                  **private)
+        self.start_btn.click(self.on_start, form, started, concurrency_limit=None, **private)
+        self.compare_btn.click(self.on_compare, form, started, concurrency_limit=None, **private)
+        self.runs.input(self.on_pick_run, [self.browser, self.runs], [self.browser, self.watch, self.seen, self.grid_b],
+                        **private)
+        self.open_btn.click(self.on_open_folder, [self.browser, self.folders],
+                            [self.browser, self.watch, self.seen, self.runs, self.grid_b, self.status], **private)
+        self.refresh_btn.click(self.on_refresh, None, [self.folders], **private)
+        for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
+                          (self.stop_btn, "stop")):
+            btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
+        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam],
+                        [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.seen],
+                        concurrency_limit=None, show_progress="hidden", **private)
+        self.layer.change(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
+                          concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
+        self.use_layer_btn.click(self.on_use_layer, ids + [self.layer], [self.layer_info], **private)
+        self.export_btn.click(self.on_export, ids, [self.export_info, self.download], **private)
