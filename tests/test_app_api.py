@@ -1,0 +1,151 @@
+"""The studio's named API driven by gradio_client against the real server (tiny components, fake data;
+plus one real default path: Pixel on the real Fashion-MNIST)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from engine.cli import main as engine_main
+from run_fixtures import fake_root, tiny_generator, tiny_proxy
+from test_app_fixtures import TINY, served, status, wait_for
+
+REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return fake_root(tmp_path_factory.mktemp("fm"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, root):
+    runs = tmp_path_factory.mktemp("runs")
+    with served(runs, tmp_path_factory.mktemp("gradio"), generator=tiny_generator(), classifier=tiny_proxy(),
+                data_root=str(root)) as url:
+        yield url, runs
+
+
+def start(client, **config) -> str:
+    return client.predict(json.dumps(TINY | config), "", api_name="/start")
+
+
+def test_named_endpoints_are_listed(server):
+    c = Client(server[0], verbose=False)
+    names = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/start", "/status", "/pause", "/resume", "/step", "/stop", "/select_layer", "/export",
+            "/open_folder", "/runs"} <= set(names)
+
+
+def test_start_pause_step_resume_select_export(server):
+    c = Client(server[0], verbose=False)
+    rid = start(c, steps_per_space=4)
+    s = wait_for(c, rid, lambda s: s["steps_done"] >= 2)
+    assert s["state"] == "running" and s["layers"] and len(s["curves"]["x"]) == s["steps_done"]
+    assert c.predict(rid, "", api_name="/pause") in ("running", "paused")
+    held = wait_for(c, rid, lambda s: s["state"] == "paused")
+    time.sleep(2)
+    assert status(c, rid)["steps_done"] == held["steps_done"]  # pause holds
+    c.predict(rid, "", api_name="/step")
+    stepped = wait_for(c, rid, lambda s: s["steps_done"] == held["steps_done"] + 1 and s["state"] == "paused")
+    time.sleep(0.5)
+    assert status(c, rid)["steps_done"] == stepped["steps_done"]  # exactly one step
+    c.predict(rid, "", api_name="/resume")
+    done = wait_for(c, rid, lambda s: s["state"] == "finished", timeout=120)
+    assert done["steps_done"] == done["total_steps"] == 4 * len(done["layers"])
+    assert [sp["index"] for sp in done["spaces"]] == list(range(len(done["layers"])))
+    assert done["curves"]["distance"][-1] is not None
+    assert c.predict(rid, 1, "", api_name="/select_layer") == "selected layer 1"
+    path = Path(c.predict(rid, "", api_name="/export"))
+    saved = torch.load(path, weights_only=True)
+    assert saved["space"] == 1 and saved["images"].shape == (10, 1, 32, 32) and saved["labels"].tolist() == list(range(10))
+    assert (path.parent / "export.zip").is_file() and path.parent.parent == server[1]
+    assert status(c, rid)["selected_space"] == 1
+
+
+def test_two_clients_see_and_steer_only_their_own_runs(server):
+    a, b = Client(server[0], verbose=False), Client(server[0], verbose=False)
+    ra, rb = start(a, steps_per_space=2, seed=1), start(b, steps_per_space=2, seed=2)
+    sb = status(b, rb)
+    assert sb["state"] in ("queued", "running", "finished")  # one device: b waits unless a is already done
+    if sb["state"] == "queued":
+        assert sb["queue_position"] == 1
+    for client, mine, other in ((a, ra, rb), (b, rb, ra)):
+        with pytest.raises(AppError, match="no run"):
+            client.predict(other, "", api_name="/status")
+        with pytest.raises(AppError, match="no run"):
+            client.predict(other, "", api_name="/stop")
+        assert json.loads(client.predict("", api_name="/runs"))["mine"] == [mine]
+    da = wait_for(a, ra, lambda s: s["state"] == "finished")
+    db = wait_for(b, rb, lambda s: s["state"] == "finished")
+    assert da["steps_done"] == db["steps_done"] == da["total_steps"]
+    assert da["curves"]["distance"] != db["curves"]["distance"]  # different seeds, separate runs
+
+
+def test_stop_a_queued_run_and_a_running_one(server):
+    c = Client(server[0], verbose=False)
+    first, second = start(c, steps_per_space=50), start(c, steps_per_space=2)
+    assert status(c, second)["state"] == "queued"
+    assert c.predict(second, "", api_name="/stop") == "stopped"
+    wait_for(c, first, lambda s: s["steps_done"] >= 1)
+    c.predict(first, "", api_name="/stop")
+    s = wait_for(c, first, lambda s: s["state"] == "stopped")
+    assert s["steps_done"] < s["total_steps"]
+
+
+@pytest.mark.parametrize("config, message", [
+    ('{"ipc": 0}', "--ipc must be at least 1"),
+    ('{"method": "diffusion"}', "unknown method 'diffusion'; choose one of: hpd, glad, pixel"),
+    ('{"steps": 3}', "unknown config field"),
+    ('{"ipc": "two"}', "ipc must be a int number"),
+    ("not json", "not valid JSON"),
+    ('{"device": "cuda:7"}', "CUDA is not available"),
+])
+def test_bad_configs_come_back_as_clear_messages(server, config, message):
+    c = Client(server[0], verbose=False)
+    with pytest.raises(AppError) as err:
+        c.predict(config, "", api_name="/start")
+    assert message in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_a_missing_generator_fails_the_run_with_its_message(tmp_path, root):
+    with served(tmp_path / "runs", tmp_path / "gradio", data_root=str(root)) as url:
+        c = Client(url, verbose=False)
+        rid = c.predict('{"generator": "/nonexistent/sg.pkl"}', "", api_name="/start")
+        s = wait_for(c, rid, lambda s: s["state"] == "failed")
+    assert "generator file /nonexistent/sg.pkl does not exist" in s["message"] and "Traceback" not in s["message"]
+
+
+def test_opening_a_cli_run_folder(server, root):
+    url, runs = server
+    assert engine_main(["distill", "--method", "pixel", "--iterations", "2", "--batch-real", "8", "--data-root",
+                        str(root), "--device", "cpu", "--out", str(runs / "cli-run")]) == 0
+    c = Client(url, verbose=False)
+    assert "cli-run" in json.loads(c.predict("", api_name="/runs"))["folders"]
+    rid = c.predict("cli-run", "", api_name="/open_folder")
+    s = status(c, rid)
+    assert s["source"] == "folder" and s["state"] == "finished" and s["steps_done"] == 2
+    assert len(s["curves"]["x"]) == 2 and [sp["index"] for sp in s["spaces"]] == [0]
+    with pytest.raises(AppError, match="opened from disk"):
+        c.predict(rid, "", api_name="/pause")
+    c.predict(rid, 0, "", api_name="/select_layer")
+    saved = torch.load(Path(c.predict(rid, "", api_name="/export")), weights_only=True)
+    assert saved["images"].shape == (10, 1, 32, 32)
+    with pytest.raises(AppError, match="not a folder directly under"):
+        c.predict("../x", "", api_name="/open_folder")
+
+
+@pytest.mark.skipif(not REAL_FMNIST.is_file(), reason="the real Fashion-MNIST is not installed")
+def test_real_default_path_pixel_on_fashion_mnist(tmp_path):
+    with served(tmp_path / "runs", tmp_path / "gradio") as url:
+        c = Client(url, verbose=False)
+        rid = c.predict('{"method": "pixel", "steps_per_space": 3, "batch_real": 8}', "", api_name="/start")
+        s = wait_for(c, rid, lambda s: s["state"] in ("finished", "failed"), timeout=120)
+        assert s["state"] == "finished", s["message"]
+        saved = torch.load(Path(c.predict(rid, "", api_name="/export")), weights_only=True)
+    assert saved["images"].shape == (10, 1, 32, 32) and s["layers"] == ["pixels 32x32x1"]
