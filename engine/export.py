@@ -1,14 +1,10 @@
-"""Writing a synthetic set to disk: tensors, per-class PNGs, a grid, and provenance, atomically."""
+"""Writing a synthetic set to disk: tensors, per-class PNGs and a grid; JSON written atomically."""
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torchvision.utils import make_grid, save_image
@@ -42,19 +38,3 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield an empty sibling folder to fill; on success it replaces `out` (absent or empty) in one rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()  # only an empty folder may be replaced; anything else was refused earlier
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
