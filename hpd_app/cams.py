@@ -32,7 +32,7 @@ class CamProvider:
                 raise ValueError(str(exc)) from None
         return self._proxies[spec]
 
-    def overlays(self, spec: str, dataset: str, images, labels) -> list[np.ndarray]:
+    def overlays(self, images, labels, spec: str, dataset: str) -> list[np.ndarray]:
         """RGB uint8 overlays of normalised images; raises ValueError when no proxy can be loaded."""
         info = dataset_info(dataset)
         with self._lock:

@@ -78,7 +78,8 @@ def layer_caption(snap: Snapshot, space: int) -> str:
 def chart(snaps: Sequence[Snapshot]) -> Figure:
     """Distance (left axis) and loss (right, dashed) per step; dotted lines at layer boundaries; each
     layer's kept minimum marked. Several runs share the axes (Compare)."""
-    fig = Figure(figsize=(7.5, 3.0), dpi=90, layout="constrained")
+    fig = Figure(figsize=(7.5, 3.0), dpi=80)
+    fig.subplots_adjust(left=0.08, right=0.91, bottom=0.16, top=0.97)  # fixed: constrained layout is slow
     ax = fig.add_subplot()
     ax_loss = ax.twinx()
     ax.set_xlabel("step")
@@ -86,6 +87,8 @@ def chart(snaps: Sequence[Snapshot]) -> Figure:
     ax_loss.set_ylabel("loss")
     for snap in snaps:
         _draw_run(ax, ax_loss, snap)
+    if not any(p.distance is not None for s in snaps for p in s.curve):
+        ax.set_ylabel("distance (not measured)")
     if snaps and snaps[0].steps_per_space:
         for k in range(1, len(snaps[0].layers)):
             ax.axvline(k * snaps[0].steps_per_space, color="0.7", linestyle=":", linewidth=1)

@@ -18,7 +18,7 @@ from .jobs import JobRegistry
 from .snapshot import LABELS
 
 POLL_S = 0.5
-CHART_EVERY_S = 1.0   # the chart is re-drawn at most this often (matplotlib costs ~50 ms of CPU)
+CHART_EVERY_S = 2.0   # the chart is re-drawn at most this often (~70 ms of CPU and the GIL per draw)
 
 
 def _devices() -> tuple[list[str], str]:
@@ -47,15 +47,17 @@ class Page:
                     "generator": gr.Textbox("", label="Generator",
                                             placeholder="empty: the dataset's embedded prior; or a StyleGAN-XL .pkl"),
                     "ipc": gr.Number(1, label="Images per class", precision=0, minimum=1),
-                    "steps_per_space": gr.Number(None, label="Steps per layer (empty: the paper's)", precision=0),
-                    "lr_w": gr.Number(None, label="Learning rate of W+ (empty: the paper's)"),
-                    "lr_f": gr.Number(None, label="Learning rate of f / pixels (empty: the paper's)"),
+                    "steps_per_space": gr.Number(0, label="Steps per layer (0: the paper's)", precision=0),
+                    "lr_w": gr.Number(0, label="Learning rate of W+ (0: the paper's)"),
+                    "lr_f": gr.Number(0, label="Learning rate of f / pixels (0: the paper's)"),
                     "seed": gr.Number(0, label="Seed", precision=0),
                     "device": gr.Dropdown(devices, value=default_device, label="Device"),
                 }
                 with gr.Accordion("More settings", open=False):
                     self.form["batch_real"] = gr.Number(256, label="Real images per class per step", precision=0)
                     self.form["accuracy_pick"] = gr.Checkbox(False, label="Evaluate each layer on held-out data")
+                for name, comp in self.form.items():
+                    comp.elem_id = f"cfg-{name}"  # stable hooks for browser tests and user CSS
                 with gr.Row():
                     self.start_btn = gr.Button("Start", variant="primary", elem_id="start")
                     self.compare_btn = gr.Button("Compare GLaD vs H-PD", elem_id="compare")
@@ -77,7 +79,7 @@ class Page:
                                            interactive=False, elem_id="grid-a")
                     self.grid_b = gr.Image(None, label="Compared run", type="pil", format="png",
                                            interactive=False, visible=False, elem_id="grid-b")
-                self.chart = gr.Plot(label="Distance and loss", elem_id="chart")
+                self.chart = gr.Plot(label="Distance and loss", format="png", elem_id="chart")
                 with gr.Accordion("Morphological transition: the kept images of each finished layer", open=True):
                     self.layer = gr.Slider(0, 1, value=0, step=1, label="Layer (finished ones)", interactive=False,
                                            elem_id="layer")
@@ -140,8 +142,10 @@ class Page:
 
     def _form_values(self, data: dict) -> dict:
         values = {name: data[comp] for name, comp in self.form.items()}
-        if not values["generator"]:
-            values.pop("generator")
+        # Empty generator and 0 steps / learning rates mean "the paper's default" (a Number cannot be empty).
+        for name in ("generator", "steps_per_space", "lr_w", "lr_f"):
+            if not values[name]:
+                values.pop(name)
         return values
 
     def _start_runs(self, data: dict, methods: list[str | None]) -> dict:
@@ -199,7 +203,8 @@ class Page:
 
     def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool) -> dict:
         jobs = self._jobs(browser, watch)
-        out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer)}
+        out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer,
+                                             self.layer_img, self.layer_cam, self.layer_info)}
         if not jobs:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
@@ -225,6 +230,7 @@ class Page:
         if seen.get("layer") != layer_sig and finished:
             out[self.layer] = gr.Slider(minimum=0, maximum=max(1, finished[-1]), value=finished[-1],
                                         interactive=True)
+            out |= self.on_show_layer(browser, watch[:1], finished[-1])
             seen["layer"] = layer_sig
         out[self.seen] = seen
         return out
@@ -285,9 +291,10 @@ class Page:
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
         self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam],
-                        [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.seen],
+                        [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
+                         self.layer_info, self.seen],
                         concurrency_limit=None, show_progress="hidden", **private)
-        self.layer.change(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
+        self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
         self.use_layer_btn.click(self.on_use_layer, ids + [self.layer], [self.layer_info], **private)
         self.export_btn.click(self.on_export, ids, [self.export_info, self.download], **private)

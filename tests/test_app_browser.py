@@ -1,0 +1,109 @@
+"""The page in a real browser: Debian chromium driven headless by Python Playwright."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from run_fixtures import fake_root, tiny_generator, tiny_proxy
+from test_app_fixtures import served
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+REPO = Path(__file__).resolve().parent.parent
+PRIOR = REPO / "assets" / "fashion_mnist_prior.pt"
+CLASSIFIER = REPO / "assets" / "fashion_mnist_classifier.pt"
+REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def open_page(context, url):
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("button", name="Start", exact=True).wait_for()
+    page.wait_for_timeout(1000)  # let demo.load hand out the owner token before we click
+    return page
+
+
+def set_number(page, name: str, value) -> None:
+    box = page.locator(f"#cfg-{name} input")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def pick(page, name: str, option: str) -> None:
+    page.locator(f"#cfg-{name} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def configure_small(page, steps: int, batch_real: int) -> None:
+    set_number(page, "steps_per_space", steps)
+    page.get_by_text("More settings").click()
+    set_number(page, "batch_real", batch_real)
+
+
+def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
+    root = fake_root(tmp_path / "fm")
+    with served(tmp_path / "runs", tmp_path / "gradio", generator=tiny_generator(), classifier=tiny_proxy(),
+                data_root=str(root)) as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1300})
+        page = open_page(context, url)
+        configure_small(page, steps=3, batch_real=8)
+        page.get_by_role("button", name="Start", exact=True).click()
+        expect(page.locator("#grid-a img")).to_be_visible(timeout=60_000)
+        expect(page.locator("#chart img, #chart svg, #chart canvas").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#status")).to_contain_text(re.compile(r"layer \d+ of 5"), timeout=30_000)
+        run_id = re.search(r"\d{8}-\d{6}-hpd-[0-9a-f]{6}", page.locator("#status").inner_text()).group(0)
+        page.get_by_role("button", name="Pause", exact=True).click()
+        expect(page.locator("#status")).to_contain_text("paused", timeout=30_000)
+        # A refresh and a second tab reattach to the same run (BrowserState holds the token and run ids).
+        page.reload()
+        expect(page.locator("#status")).to_contain_text(run_id, timeout=30_000)
+        second = context.new_page()
+        second.goto(url)
+        expect(second.locator("#status")).to_contain_text(run_id, timeout=30_000)
+        second.get_by_role("button", name="Resume", exact=True).click()
+        expect(page.locator("#status")).to_contain_text("finished", timeout=90_000)
+        # Another user (a fresh browser profile) sees none of it.
+        stranger = open_page(browser.new_context(), url)
+        expect(stranger.locator("#status")).to_contain_text("press **Start**".replace("**", ""), timeout=5_000)
+        assert run_id not in stranger.locator("#status").inner_text()
+        # Export offers the zip download.
+        page.get_by_role("button", name="Export selected layer").click()
+        expect(page.locator("#download")).to_be_enabled(timeout=30_000)
+        with page.expect_download() as download:
+            page.locator("#download").click()
+        assert download.value.suggested_filename == "export.zip"
+        context.close()
+
+
+@pytest.mark.skipif(not REAL_FMNIST.is_file(), reason="the real Fashion-MNIST is not installed")
+def test_default_page_on_real_data_and_screenshot(browser, tmp_path):
+    have_assets = PRIOR.is_file() and CLASSIFIER.is_file()
+    with served(tmp_path / "runs", tmp_path / "gradio") as url:
+        page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), url)
+        configure_small(page, steps=4 if have_assets else 8, batch_real=16)
+        if not have_assets:
+            # The default H-PD run needs the shipped prior: the page says so, without a stack trace.
+            page.get_by_role("button", name="Start", exact=True).click()
+            expect(page.locator("#status")).to_contain_text("failed", timeout=60_000)
+            expect(page.locator("#status")).to_contain_text("fashion_mnist_prior.pt is missing")
+            assert "Traceback" not in page.locator("#status").inner_text()
+            pick(page, "method", "Pixel")
+        page.get_by_role("button", name="Start", exact=True).click()
+        expect(page.locator("#grid-a img")).to_be_visible(timeout=90_000)
+        expect(page.locator("#status")).to_contain_text("finished", timeout=150_000)
+        page.wait_for_timeout(2500)  # the chart redraw is throttled to 2 s
+        page.screenshot(path=str(REPO / "docs" / "screenshot.png"), full_page=True)
