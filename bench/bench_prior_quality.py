@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data import load_dataset  # noqa: E402
 from engine.generators.embedded import EmbeddedConfig, EmbeddedGenerator, load_embedded  # noqa: E402
+from engine.prior.grid import save_grid  # noqa: E402
 
 GATE = 0.85
 
@@ -172,15 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--grid", type=Path, default=None, help="also write a class-labelled sample grid PNG here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     G, source = load_generator_under_test(args)
+    if args.grid:
+        save_grid(G, args.grid, load_dataset("fashion-mnist", "test").info.class_names, per_class=12, seed=args.seed)
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     name, logits_fn, features_fn = classifier_and_features(args.classifier, train, args.standin_steps, args.seed,
                                                       args.standin_cache)
     real_images, real_labels = real_per_class(test, args.per_class)
-    real_acc = (torch.cat([logits_fn(x).argmax(1) for x in real_images.split(200)]) == real_labels).float().mean().item()
-    result = {"generator": source, "classifier": name, "classifier_real_test_agreement": real_acc,
+    real_hit = torch.cat([logits_fn(x).argmax(1) for x in real_images.split(200)]) == real_labels
+    real_per_class_acc = [round(real_hit[real_labels == c].float().mean().item(), 3) for c in range(10)]
+    result = {"generator": source, "classifier": name, "classifier_real_test_agreement": real_hit.float().mean().item(),
+              "classifier_real_per_class": real_per_class_acc,
               "runs": [measure(G, logits_fn, features_fn, real_images, real_labels, args.per_class, args.seed, psi)
                        for psi in args.psi]}
     print(json.dumps(result, indent=2))
