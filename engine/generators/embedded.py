@@ -270,11 +270,11 @@ class PriorAsset:
 EMBEDDED_PRIORS = {
     "fashion-mnist": PriorAsset(
         file="fashion_mnist_prior.pt",
-        sha256="0" * 64,
+        sha256="be8e4deb518c5918d8f25abd3c02b6a6fc5229697fcb4600176fb37a02ceb797",
         dataset="fashion-mnist",
         regenerate=("python -m engine train-prior --dataset fashion-mnist --out checkpoints/prior "
                     "--threads 1 --export assets/fashion_mnist_prior.pt"),
-        kimg=0.0,
+        kimg=67.456,
     ),
 }
 
