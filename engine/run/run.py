@@ -54,6 +54,7 @@ class Run:
         self.elapsed_s = 0.0
         self.scheme: str | None = None
         self._prepared = False
+        self._current: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- set-up
     def prepare(self) -> None:
@@ -194,6 +195,7 @@ class Run:
             space.best_step, self.best = self.step_in_space, before
         self.step_in_space += 1
         self.steps_done += 1
+        self._current = None  # the latents moved: the cached rendering is stale
         self._record_candidate(space, self.step_in_space)
         self.elapsed_s += time.perf_counter() - start
         self._emit_step(space)
@@ -213,7 +215,7 @@ class Run:
         self.scheme = gradient.choose_scheme(self.config.sg_batch, self.G, space.cut, len(self.labels), self.f.device)
         space.scheme = self.scheme
         space.distances, space.losses = [], []
-        self.best, self._best_loss = None, None
+        self.best, self._best_loss, self._current = None, None, None
         self._record_candidate(space, 0)
 
     def _render(self, part: slice | None) -> torch.Tensor:
@@ -226,6 +228,12 @@ class Run:
                 return self._render(None)
             n, k = len(self.labels), self.config.sg_chunk
             return torch.cat([self._render(slice(i, min(i + k, n))) for i in range(0, n, k)])
+
+    def _current_images(self) -> torch.Tensor:
+        """The current latents rendered once per step, shared by the distance and the preview."""
+        if self._current is None:
+            self._current = self._render_all().detach()
+        return self._current
 
     def _optimise(self) -> float:
         obj = self.objective
@@ -246,7 +254,7 @@ class Run:
         """Measure the current latent and keep a copy of it if it is the best of the space so far."""
         distance = None
         if self.distance is not None:
-            distance = self.distance(self.info.to_generator(self._render_all()), self.labels)
+            distance = self.distance(self.info.to_generator(self._current_images()), self.labels)
         space.distances.append(distance)
         space.losses.append(None)
         basis = self.config.selection_basis
@@ -268,7 +276,8 @@ class Run:
     def _end_space(self, space: SpaceRecord) -> None:
         ws, f = self.best
         self.ws, self.f = ws.clone(), f.clone()
-        images = self._render_all().detach()
+        self._current = None
+        images = self._current_images()
         if self.config.accuracy_pick:
             space.accuracy = self._accuracy(images)
         path = write_space_file(self.run_dir, space.index, ws, f, space.cut, images, self.labels)
@@ -343,7 +352,7 @@ class Run:
         lr_w, lr_f = self.config.learning_rates()
         preview, images = None, None
         if self.step_in_space % self.config.preview_every == 0 or self.step_in_space == self.steps_per_space:
-            images = self._render_all().detach().cpu()
+            images = self._current_images().cpu()
             preview = save_preview(self.run_dir, space.index, self.step_in_space, images, self.info)
         self.bus.emit(StepEvent(EventKind.STEP, self.bus.next_seq(), time.time(), space.index, space.cut,
                                 self.step_in_space, self.steps_done, space.losses[-2], space.distances[-1],
