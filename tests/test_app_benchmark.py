@@ -19,8 +19,8 @@ from hpd_app.configs import parse_config
 from test_app_browser import ARGS, CHROMIUM, configure_small, open_page, pick
 from test_app_fixtures import served
 
-CONFIG = {"method": "pixel", "steps_per_space": 40, "batch_real": 32}
-ROUNDS = int(os.environ.get("HPD_BENCH_ROUNDS", "3"))
+CONFIG = {"method": "pixel", "steps_per_space": 30, "batch_real": 32}
+ROUNDS = int(os.environ.get("HPD_BENCH_ROUNDS", "4"))
 
 pytestmark = pytest.mark.skipif(os.environ.get("HPD_BENCH") != "1", reason="benchmark: set HPD_BENCH=1")
 
@@ -51,13 +51,16 @@ def test_page_attached_vs_headless(tmp_path):
     runs = tmp_path / "runs"
     with served(runs, tmp_path / "gradio") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), url)
-        configure_small(page, steps=CONFIG["steps_per_space"], batch_real=CONFIG["batch_real"])
-        pick(page, "method", "Pixel")
         free, polled, firsts = [], [], []
         for k in range(ROUNDS):  # interleaved, so drifting machine load hits both sides alike
             free.append(headless(tmp_path / f"headless{k}"))
+            # A fresh browser profile each round: an empty page, so the first image is this run's.
+            context = browser.new_context(viewport={"width": 1400, "height": 1300})
+            page = open_page(context, url)
+            configure_small(page, steps=CONFIG["steps_per_space"], batch_real=CONFIG["batch_real"])
+            pick(page, "method", "Pixel")
             rate, first = attached(page, runs)
+            context.close()
             polled.append(rate)
             firsts.append(first)
         browser.close()
