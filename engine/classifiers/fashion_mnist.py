@@ -22,7 +22,7 @@ from .small_resnet import SmallResNetConfig, build_small_resnet18
 ASSET_FORMAT = "hpd-studio/proxy-classifier/1"
 ASSET_PATH = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_classifier.pt"
 # Recorded when the asset was exported; a retrained asset needs its new sha256 (printed by --export) here.
-ASSET_SHA256 = ""
+ASSET_SHA256 = "7fe464e939fd88a6038d4d811d5f30579ee1fe9c1ca16d6eb5c777a420013ca1"
 DATASET = "fashion-mnist"
 ARCH = SmallResNetConfig(in_channels=1, num_classes=10, width=16)
 CAM_LAYER = "layer4"
