@@ -270,11 +270,11 @@ class PriorAsset:
 EMBEDDED_PRIORS = {
     "fashion-mnist": PriorAsset(
         file="fashion_mnist_prior.pt",
-        sha256="be8e4deb518c5918d8f25abd3c02b6a6fc5229697fcb4600176fb37a02ceb797",
+        sha256="c1dd651c6760a97715cfca9f9f9c0a9cbbda77c93504a7e67b97b107d125d620",
         dataset="fashion-mnist",
         regenerate=("python -m engine train-prior --dataset fashion-mnist --out checkpoints/prior "
                     "--threads 1 --export assets/fashion_mnist_prior.pt"),
-        kimg=67.456,
+        kimg=91.264,
     ),
 }
 
