@@ -109,8 +109,9 @@ def _config_and_dir(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         return RunConfig(**json.loads(meta.read_text())["config"]), args.resume
     if args.out is None:
         raise UserError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one.")
-    values = {f.name: getattr(args, f.name) for f in fields(RunConfig)
-              if f.name not in COMMON and getattr(args, f.name) not in (None, False)}
+    # `is`, not `in`: 0 == False, and an explicit `--ipc 0` must reach validation, not vanish.
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in COMMON}
+    values = {k: v for k, v in given.items() if v is not None and v is not False}
     if args.lr is not None:
         values["lr_f"] = args.lr
     if args.iterations is not None:
