@@ -43,7 +43,10 @@ def _space_end(snap: Snapshot, e: SpaceEndEvent, run) -> Snapshot:
     images = to_uint8(e.images, run.info) if e.images is not None else None
     view = SpaceView(e.space, snap.layers[e.space] if e.space < len(snap.layers) else str(e.space),
                      e.best_step, e.best_distance, e.accuracy, images)
-    return snap.evolve(spaces=snap.spaces + (view,))
+    # The grid shows the kept latent's images: the run continues from them, and they are what a
+    # finished run exports (the last preview may be a later, worse step).
+    changes = dict(preview=images, preview_version=snap.preview_version + 1) if images is not None else {}
+    return snap.evolve(spaces=snap.spaces + (view,), **changes)
 
 
 def _selected(snap: Snapshot, e: SelectedEvent, run) -> Snapshot:

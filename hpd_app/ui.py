@@ -213,11 +213,11 @@ class Page:
         for job, comp, key in zip(jobs, (self.grid_a, self.grid_b), ("a", "b")):
             sig = [job.run_id, job.snapshot.preview_version, show_cam]
             if seen.get(key) != sig:
-                image, note = self._grid(job, show_cam)
-                notes.append(note)
+                image, seen[f"{key}_note"] = self._grid(job, show_cam)
                 if image is not None:
                     out[comp] = gr.Image(image, label=f"{job.snapshot.label}: synthetic images", visible=True)
                     seen[key] = sig
+            notes.append(seen.get(f"{key}_note", ""))
         text = "\n\n---\n\n".join(render.timeline(s, self.registry.queue_position(j)) for s, j in zip(snaps, jobs))
         text += "".join(f"\n\n{n}" for n in notes if n)
         if seen.get("status") != text:
