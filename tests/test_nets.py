@@ -205,3 +205,22 @@ def test_convnet_without_norm_has_only_convs_and_classifier():
         "blocks.2.conv.weight", "blocks.2.conv.bias", "classifier.weight", "classifier.bias",
     ]
     assert net(_images(2, 1, 32)).shape == (2, 10)
+
+
+def test_seeded_construction_is_thread_safe():
+    """Two runs on two threads (the studio's compare) must each get their seed's weights."""
+    import threading
+    expected = {s: get_network("convnet", 1, 10, 32, seed=s, width=16).state_dict() for s in range(6)}
+    got, errors = {}, []
+
+    def build(seed):
+        for _ in range(20):
+            sd = get_network("convnet", 1, 10, 32, seed=seed, width=16).state_dict()
+            if any(not torch.equal(sd[k], expected[seed][k]) for k in sd):
+                errors.append(seed)
+        got[seed] = True
+
+    threads = [threading.Thread(target=build, args=(s,)) for s in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(got) == 6

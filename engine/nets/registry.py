@@ -5,6 +5,8 @@ otherwise, so callers only name the family.
 """
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -19,6 +21,9 @@ from .spec import NetSpec
 from .vgg import VGG11
 from .vit import VIT_CIFAR, VIT_IMAGENET, ViT
 
+
+# Guards the one process-wide resource seeded construction touches (see get_network).
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 def _convnet(spec: NetSpec, depth: int | None = None, width: int = 128, norm: str = "instancenorm") -> nn.Module:
     return ConvNet(spec.channels, spec.num_classes, spec.resolution, depth=depth, width=width, norm=norm)
@@ -87,7 +92,9 @@ def get_network(
     spec = NetSpec(channels, num_classes, resolution)
     if seed is None:
         return entry.build(spec, **kwargs)
-    with torch.random.fork_rng(devices=[]):
+    # Module init draws from the process-wide RNG; without the lock two runs building networks on
+    # different threads (the studio's side-by-side compare) would interleave their seeds.
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         # Seed only the CPU generator, which is all a CPU construction draws from. torch.manual_seed
         # would also queue a CUDA reseed that fork_rng(devices=[]) cannot undo, firing at CUDA init.
         torch.random.default_generator.manual_seed(seed)
