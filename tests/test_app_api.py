@@ -44,7 +44,7 @@ def test_named_endpoints_are_listed(server):
 
 def test_start_pause_step_resume_select_export(server):
     c = Client(server[0], verbose=False)
-    rid = start(c, steps_per_space=4)
+    rid = start(c, steps_per_space=10)  # 50 steps: long enough to pause mid-way on a fast machine too
     s = wait_for(c, rid, lambda s: s["steps_done"] >= 2)
     assert s["state"] == "running" and s["layers"] and len(s["curves"]["x"]) == s["steps_done"]
     assert c.predict(rid, "", api_name="/pause") in ("running", "paused")
@@ -56,16 +56,27 @@ def test_start_pause_step_resume_select_export(server):
     time.sleep(0.5)
     assert status(c, rid)["steps_done"] == stepped["steps_done"]  # exactly one step
     c.predict(rid, "", api_name="/resume")
-    done = wait_for(c, rid, lambda s: s["state"] == "finished", timeout=120)
-    assert done["steps_done"] == done["total_steps"] == 4 * len(done["layers"])
-    assert [sp["index"] for sp in done["spaces"]] == list(range(len(done["layers"])))
-    assert done["curves"]["distance"][-1] is not None
+    s = wait_for(c, rid, lambda s: s["steps_done"] > stepped["steps_done"] and
+                 (len(s["spaces"]) >= 2 or s["state"] == "finished"), timeout=120)
+    assert s["steps_done"] > stepped["steps_done"] and len(s["curves"]["x"]) == s["steps_done"]
+    assert [sp["index"] for sp in s["spaces"]][:2] == [0, 1] and s["curves"]["distance"][-1] is not None
+    c.predict(rid, "", api_name="/stop")
+    s = wait_for(c, rid, lambda s: s["state"] in ("stopped", "finished"))
     assert c.predict(rid, 1, "", api_name="/select_layer") == "selected layer 1"
     path = Path(c.predict(rid, "", api_name="/export"))
     saved = torch.load(path, weights_only=True)
     assert saved["space"] == 1 and saved["images"].shape == (10, 1, 32, 32) and saved["labels"].tolist() == list(range(10))
     assert (path.parent / "export.zip").is_file() and path.parent.parent == server[1]
     assert status(c, rid)["selected_space"] == 1
+
+
+def test_a_run_walks_every_layer_to_the_end(server):
+    c = Client(server[0], verbose=False)
+    rid = start(c, steps_per_space=2)
+    done = wait_for(c, rid, lambda s: s["state"] == "finished", timeout=120)
+    assert done["steps_done"] == done["total_steps"] == 2 * len(done["layers"]) == len(done["curves"]["x"])
+    assert [sp["index"] for sp in done["spaces"]] == list(range(len(done["layers"])))
+    assert done["selected_space"] == len(done["layers"]) - 1 and Path(done["export_path"]).is_file()
 
 
 def test_two_clients_see_and_steer_only_their_own_runs(server):
