@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_generator": "engine.generators", "load_classifier": "engine.classifiers",
     "cam_heatmaps": "engine.cam", "overlay": "engine.cam",
     "evaluate_synset": "engine.evaluate", "tune_allocator": "engine.runtime",
-    "export_files": "engine.run.export", "resolve_device": "engine.cli.common", "UserError": "engine.cli.common",
+    "export_files": "engine.run.export", "resolve_device": "engine.cli.common",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -69,14 +69,19 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
                 data_root=str(root)) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1300})
         page = open_page(context, url)
-        configure_small(page, steps=8, batch_real=8)  # 40 steps: long enough to pause it mid-way
+        # A bad config comes back as one clear line on the page.
+        set_number(page, "ipc", 0)
+        page.get_by_role("button", name="Start", exact=True).click()
+        expect(page.locator("#status")).to_contain_text("Could not start: --ipc must be at least 1", timeout=30_000)
+        set_number(page, "ipc", 1)
+        configure_small(page, steps=20, batch_real=8)  # 100 steps: long enough to pause it mid-way
         page.get_by_role("button", name="Start", exact=True).click()
         expect(page.locator("#grid-a img")).to_be_visible(timeout=60_000)
-        expect(page.locator("#chart img, #chart svg, #chart canvas").first).to_be_visible(timeout=30_000)
-        expect(page.locator("#status")).to_contain_text(re.compile(r"layer \d+ of 5"), timeout=30_000)
-        run_id = re.search(r"\d{8}-\d{6}-hpd-[0-9a-f]{6}", page.locator("#status").inner_text()).group(0)
         page.get_by_role("button", name="Pause", exact=True).click()
         expect(page.locator("#status")).to_contain_text("paused", timeout=30_000)
+        expect(page.locator("#chart img, #chart svg, #chart canvas").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#status")).to_contain_text(re.compile(r"layer \d+ of 5"))
+        run_id = re.search(r"\d{8}-\d{6}-hpd-[0-9a-f]{6}", page.locator("#status").inner_text()).group(0)
         # A refresh and a second tab reattach to the same run (BrowserState holds the token and run ids).
         page.reload()
         expect(page.locator("#status")).to_contain_text(run_id, timeout=30_000)
@@ -84,7 +89,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         second.goto(url)
         expect(second.locator("#status")).to_contain_text(run_id, timeout=30_000)
         second.get_by_role("button", name="Resume", exact=True).click()
-        expect(page.locator("#status")).to_contain_text("finished", timeout=90_000)
+        expect(page.locator("#status")).to_contain_text("finished", timeout=150_000)
         # Another user (a fresh browser profile) sees none of it.
         stranger = open_page(browser.new_context(), url)
         expect(stranger.locator("#status")).to_contain_text("press **Start**".replace("**", ""), timeout=5_000)
