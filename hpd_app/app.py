@@ -1,6 +1,7 @@
 """The app factory: one registry per app, the page and the named API on top of it."""
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +18,8 @@ def build_app(runs_dir: str | Path = "runs", *, generator=None, classifier=None,
               data_root: str | None = None) -> gr.Blocks:
     """`generator`/`classifier`/`data_root` go to every Run (tests use tiny ones on fake data)."""
     registry = JobRegistry(Path(runs_dir), Components(generator, classifier, data_root))
+    # Held to the end of the process on purpose: its runs' threads must be stopped before exit.
+    atexit.register(registry.shutdown)
     with gr.Blocks(title="H-PD Studio", delete_cache=DELETE_CACHE) as demo:
         page = Page(registry)
         page.wire(demo)
@@ -31,3 +34,4 @@ def launch_app(demo: gr.Blocks, runs_dir: str | Path, *, host: str = "127.0.0.1"
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(Path(runs_dir).resolve())],
                        prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=True)
+

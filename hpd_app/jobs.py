@@ -144,6 +144,17 @@ class JobRegistry:
         self._lock = threading.Lock()
         self._jobs: dict[str, LiveJob | browse.FolderJob] = {}
 
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every live run and wait for its thread: an interpreter that exits while a run's thread
+        is inside a torch op aborts ("terminate called without an active exception")."""
+        with self._lock:
+            live = [j for j in self._jobs.values() if isinstance(j, LiveJob)]
+        for job in live:
+            job.controller.stop()
+        deadline = time.monotonic() + timeout
+        for job in live:
+            job.controller.wait(max(0.0, deadline - time.monotonic()))
+
     def start(self, values: dict | str, owner: str) -> str:
         """Validate the config, create the run and queue it; raises ValueError for bad input."""
         if not owner:
