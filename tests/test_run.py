@@ -62,7 +62,7 @@ def test_selection_continues_from_the_minimum_distance_step_not_the_last(root, t
     with torch.no_grad():
         for k in run.spaces[0].cuts:
             f = G.advance(saved["ws"], f, k)
-    assert torch.allclose(run.f, f.clamp(-10, 10)) and torch.equal(run.ws, saved["ws"])
+    assert torch.allclose(run.f, f) and torch.equal(run.ws, saved["ws"])  # the embedded prior has no clip
 
 
 def test_initial_latent_is_a_candidate(root, tmp_path, G, proxy):
@@ -209,3 +209,18 @@ def test_export_command_and_cam(root, tmp_path, G, proxy):
     assert all(p.grad is None for p in proxy.parameters())
     rgb = overlay(run.info.denormalize(out["images"]), maps)
     assert rgb[0].shape == (32, 32, 3) and rgb[0].dtype.name == "uint8"
+
+
+def test_advance_keeps_the_selected_images_across_space_boundaries(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy)
+    finish(run)
+    for a, b in zip(run.spaces, run.spaces[1:]):
+        # The next space starts from the previous space's selection, so its step 0 renders the same set.
+        assert b.distances[0] == pytest.approx(a.best_distance, rel=1e-4, abs=1e-7)
+
+
+def test_feature_clip_is_the_generators_unless_set(root, tmp_path, G, proxy):
+    assert G.feature_clip is None
+    run = make_run(root, tmp_path, G, proxy, f_clip=0.01, steps_per_space=1)
+    run.prepare()
+    assert float(run.f.abs().max()) <= 0.01

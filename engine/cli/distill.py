@@ -32,7 +32,7 @@ FIELD_HELP = {
     "lr_w": "learning rate of the W+ latents (default: the paper's per objective)",
     "lr_f": "learning rate of the f-latents, or of the pixels for --method pixel",
     "momentum": "SGD momentum of the latents",
-    "f_clip": "f is clipped to [-f_clip, f_clip] at init and after each advance",
+    "f_clip": "clip f to [-f_clip, f_clip] at init and after each advance (default: the generator's own: StyleGAN-XL 10, embedded none)",
     "init": "avg (average-noise latents) or random for GAN methods; real or noise for pixel",
     "mean_ws_samples": "noises averaged per image by the average-noise initialisation",
     "selection": "distance (class-relevant CAM distance), loss or last (default: distance for hpd, else last)",

@@ -46,6 +46,9 @@ class LayeredGenerator(nn.Module, ABC):
     resolution: int
     channels: int
     layers: list[Cut]
+    # Bound applied to f at initialisation and after every advance (None: no clipping). StyleGAN-XL's
+    # released H-PD code clips to [-10, 10]; other generators' features may be larger by design.
+    feature_clip: float | None = None
 
     @property
     def pixel_cut(self) -> int:

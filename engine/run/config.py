@@ -41,7 +41,8 @@ class RunConfig:
     lr_w: float | None = None
     lr_f: float | None = None           # the f-latents, or the pixels for method pixel
     momentum: float = 0.5
-    f_clip: float = 10.0                # f is clipped to [-f_clip, f_clip] at init and after each advance
+    f_clip: float | None = None         # clip f to [-f_clip, f_clip] at init and after each advance;
+                                        # None: the generator's own bound (StyleGAN-XL 10, embedded none)
     init: str | None = None             # None: avg for GAN methods, real for pixel
     mean_ws_samples: int = 1000
     selection: str | None = None        # None: distance for hpd, last for glad and pixel

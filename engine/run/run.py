@@ -163,9 +163,9 @@ class Run:
         return ws.detach().clone(), f.detach().clone()
 
     def _clip(self, f: torch.Tensor) -> torch.Tensor:
-        if self.config.method == "pixel":
+        c = self.config.f_clip if self.config.f_clip is not None else self.G.feature_clip
+        if c is None:
             return f
-        c = self.config.f_clip
         return torch.nan_to_num(f.float(), nan=0.0, posinf=5.0, neginf=-5.0).clamp(-c, c)
 
     # ------------------------------------------------------------- the loop

@@ -33,6 +33,8 @@ class StyleGANXLGenerator(LayeredGenerator):
     allocated uninitialised: load a state dict or call `reset_parameters(generator)`.
     """
 
+    feature_clip = 10.0  # what GLaD/H-PD's released code clips f to at init and after each advance
+
     def __init__(self, config: GeneratorConfig, options: ExecutionOptions = ExecutionOptions()):
         super().__init__()
         self.config = config
