@@ -44,3 +44,20 @@ def autograd_loss_and_grad(loss_fn, syn: torch.Tensor, labels: torch.Tensor) -> 
     loss = loss_fn(leaf, labels)
     (grad,) = torch.autograd.grad(loss, leaf)
     return float(loss.detach()), grad
+
+
+class PerIterationObjective:
+    """Base of objectives whose loss is one differentiable function of the images against a network
+    made fresh every iteration (DM, DC/DSA): nothing outlives an iteration, so nothing to checkpoint."""
+
+    def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss_and_grad(self, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return autograd_loss_and_grad(self.loss, syn, labels)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

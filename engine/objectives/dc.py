@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import augment
-from .context import MatchContext, autograd_loss_and_grad, class_slices
+from .context import MatchContext, PerIterationObjective, class_slices
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def dc_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
     return total
 
 
-class DCObjective:
+class DCObjective(PerIterationObjective):
     """`outer_loop` updates per iteration; between them the network trains `inner_loop` epochs on the set."""
 
     def __init__(self, params: DCParams, ctx: MatchContext):
@@ -75,15 +75,6 @@ class DCObjective:
 
     def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return dc_loss(syn, labels, self.net, self.ctx)
-
-    def loss_and_grad(self, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
-        return autograd_loss_and_grad(self.loss, syn, labels)
-
-    def state_dict(self) -> dict:
-        return {}  # a fresh network per iteration: nothing outlives an iteration
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     def after_update(self, current: Callable[[], torch.Tensor], labels: torch.Tensor, update: int) -> None:
         """Train the network on the updated set (`current()` renders it) unless this was the last update."""

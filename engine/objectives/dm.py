@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import augment
-from .context import MatchContext, autograd_loss_and_grad, class_slices
+from .context import MatchContext, PerIterationObjective, class_slices
 
 
 # Small chunks keep each activation in cache and reuse freed buffers: 2x faster on CPU than one big batch.
@@ -37,7 +37,7 @@ def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
     return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_emb, syn_emb))
 
 
-class DMObjective:
+class DMObjective(PerIterationObjective):
     """One update per iteration against a freshly initialised, frozen network."""
 
     updates_per_iteration = 1
@@ -55,15 +55,6 @@ class DMObjective:
 
     def loss(self, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return dm_loss(syn, labels, self.net, self.ctx)
-
-    def loss_and_grad(self, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
-        return autograd_loss_and_grad(self.loss, syn, labels)
-
-    def state_dict(self) -> dict:
-        return {}  # a fresh network per iteration: nothing outlives an iteration
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     def after_update(self, current, labels: torch.Tensor, update: int) -> None:
         pass
