@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import augment
 from ..augment import DSAParams
 from ..data import RealSampler
 
@@ -36,6 +37,17 @@ class MatchContext:
 def class_slices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     """Indices of each class in a synthetic label vector (classes may be absent only in tests)."""
     return [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+
+
+def class_pairs(syn: torch.Tensor, labels: torch.Tensor, ctx: MatchContext):
+    """(class, real batch, synthetic images) per class present, siamese-augmented when ctx.dsa is set."""
+    for c, idx in enumerate(class_slices(labels, ctx.num_classes)):
+        if len(idx) == 0:
+            continue
+        real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]
+        if ctx.dsa is not None:
+            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.generator)
+        yield c, real_c, syn_c
 
 
 def autograd_loss_and_grad(loss_fn, syn: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import augment
-from .context import MatchContext, PerIterationObjective, class_slices
+from .context import MatchContext, PerIterationObjective, class_pairs
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,7 @@ def dc_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
     """Sum over classes of the distance between network gradients on real and synthetic batches."""
     params = [p for p in net.parameters() if p.requires_grad]
     total = syn.new_zeros(())
-    for c, idx in enumerate(class_slices(labels, ctx.num_classes)):
-        if len(idx) == 0:
-            continue
-        real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]
-        if ctx.dsa is not None:
-            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.generator)
+    for c, real_c, syn_c in class_pairs(syn, labels, ctx):
         target = torch.full((len(real_c),), c, device=syn.device)
         g_real = torch.autograd.grad(F.cross_entropy(net(real_c), target), params)
         g_syn = torch.autograd.grad(F.cross_entropy(net(syn_c), target[: len(syn_c)]), params, create_graph=True)

@@ -5,8 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import augment
-from .context import MatchContext, PerIterationObjective, class_slices
+from .context import MatchContext, PerIterationObjective, class_pairs
 
 
 # Small chunks keep each activation in cache and reuse freed buffers: 2x faster on CPU than one big batch.
@@ -21,12 +20,7 @@ class DMParams:
 def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> torch.Tensor:
     """Sum over classes of the squared distance between mean real and mean synthetic embeddings."""
     real_parts, syn_parts = [], []
-    for c, idx in enumerate(class_slices(labels, ctx.num_classes)):
-        if len(idx) == 0:
-            continue
-        real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]
-        if ctx.dsa is not None:
-            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.generator)
+    for _, real_c, syn_c in class_pairs(syn, labels, ctx):
         real_parts.append(real_c)
         syn_parts.append(syn_c)
     # One forward for all classes: the networks normalise per sample, so batching does not mix classes.
