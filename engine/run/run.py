@@ -28,7 +28,7 @@ from ..provenance import provenance
 from . import gradient
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
-from .events import (EventBus, EventKind, SelectedEvent, SpaceEndEvent, StateEvent, StepEvent)
+from .events import ErrorEvent, EventBus, EventKind, SelectedEvent, SpaceEndEvent, StateEvent, StepEvent
 from .export import export_space, save_preview, write_space_file
 from .spaces import SpaceRecord, plan_spaces
 
@@ -79,9 +79,10 @@ class Run:
         # The folder appears only once everything has loaded: bad input leaves nothing behind.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.bus.log_to(self.run_dir / "events.jsonl")
+        self._provenance = provenance(cfg.device)  # once: it runs git, and run.json is rewritten often
         self._prepared = True
         if (self.run_dir / "checkpoint.pt").exists():
-            self._restore()
+            load_checkpoint(self)
         self._write_run_json()
 
     def _splits(self) -> tuple[ImageSet, ImageSet | None]:
@@ -310,7 +311,7 @@ class Run:
         return result.mean
 
     def _finish(self) -> None:
-        if self.selected_space is None or self.selection_reason != "user":
+        if self.selection_reason != "user":
             scored = [s for s in self.spaces if s.accuracy is not None]
             if scored:
                 best = max(scored, key=lambda s: s.accuracy)
@@ -342,7 +343,6 @@ class Run:
             self._write_run_json()
 
     def fail(self, exc: BaseException) -> None:
-        from .events import ErrorEvent
         self.bus.emit(ErrorEvent(EventKind.ERROR, self.bus.next_seq(), time.time(), str(exc),
                                  "".join(traceback.format_exception(exc))))
         self.emit_state("failed", str(exc))
@@ -378,11 +378,8 @@ class Run:
                         "mean": self.info.mean, "std": self.info.std},
             "losses": [x for s in self.spaces for x in s.losses if x is not None],
             "elapsed_s": self.elapsed_s,
-            "provenance": provenance(self.config.device),
+            "provenance": self._provenance,
         }
 
     def _write_run_json(self) -> None:
         write_json(self.run_dir / "run.json", self.summary())
-
-    def _restore(self) -> None:
-        load_checkpoint(self)
