@@ -48,8 +48,8 @@ class Page:
                                             placeholder="empty: the dataset's embedded prior; or a StyleGAN-XL .pkl"),
                     "ipc": gr.Number(1, label="Images per class", precision=0),  # the engine validates (one message)
                     "steps_per_space": gr.Number(0, label="Steps per layer (0: the paper's)", precision=0),
-                    "lr_w": gr.Number(0, label="Learning rate of W+ (0: the paper's)"),
-                    "lr_f": gr.Number(0, label="Learning rate of f / pixels (0: the paper's)"),
+                    "lr_w": gr.Number(0, label="Learning rate of W+ (0: the default)"),
+                    "lr_f": gr.Number(0, label="Learning rate of f / pixels (0: the default)"),
                     "seed": gr.Number(0, label="Seed", precision=0),
                     "device": gr.Dropdown(devices, value=default_device, label="Device"),
                 }

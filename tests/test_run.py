@@ -4,6 +4,7 @@ import time
 import pytest
 import torch
 
+from engine.buffers import BufferConfig, train_buffers
 from engine.distance import ClassRelevantDistance
 from engine.run import (Run, RunConfig, RunController, SpaceEndEvent, StepEvent, export_space, read_events,
                         read_space_file)
@@ -224,3 +225,53 @@ def test_feature_clip_is_the_generators_unless_set(root, tmp_path, G, proxy):
     run = make_run(root, tmp_path, G, proxy, f_clip=0.01, steps_per_space=1)
     run.prepare()
     assert float(run.f.abs().max()) <= 0.01
+
+
+@pytest.fixture(scope="module")
+def expert_buffers(root, tmp_path_factory):
+    """Two real experts of the run's matching network (ConvNet-3, width 128) on the fake data."""
+    out = tmp_path_factory.mktemp("buffers")
+    train_buffers(BufferConfig(experts=2, epochs=2, batch=64, data_root=str(root)), out, progress=False,
+                  log=lambda _: None)
+    return str(out)
+
+
+def test_tesla_walks_every_space_learns_its_lr_and_resumes_like_an_uninterrupted_run(root, tmp_path, G, proxy,
+                                                                                     expert_buffers):
+    tesla = dict(objective="tesla", buffers=expert_buffers, steps_per_space=2, syn_steps=3, expert_epochs=1,
+                 max_start_epoch=2)
+    whole = make_run(root, tmp_path, G, proxy, name="whole", **tesla)
+    finish(whole)
+    assert whole.steps_done == 10 and whole.state != "failed"
+    assert all(0 < loss < 10 for s in whole.spaces for loss in s.losses[:-1])
+    assert whole.objective.syn_lr != 0.01  # the student's learning rate is learned, across spaces
+    killed = make_run(root, tmp_path, G, proxy, name="killed", **tesla)
+    for _ in range(5):
+        killed.step()
+    del killed
+    resumed = make_run(root, tmp_path, G, proxy, name="killed", **tesla)
+    finish(resumed)
+    a = torch.load(whole.run_dir / "synthetic.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "synthetic.pt", weights_only=True)
+    assert torch.equal(a["images"], b["images"]) and resumed.objective.syn_lr == whole.objective.syn_lr
+    assert [s.losses for s in whole.spaces] == [s.losses for s in resumed.spaces]
+
+
+def test_tesla_trajectories_too_short_fail_before_any_work(root, tmp_path, G, proxy, expert_buffers):
+    run = make_run(root, tmp_path, G, proxy, objective="tesla", buffers=expert_buffers)  # needs 7 epochs
+    with pytest.raises(ValueError, match="max_start_epoch 5 is too large"):
+        run.prepare()
+    assert not run.run_dir.exists()
+
+
+def test_pixel_space_of_a_gan_run_takes_the_pixel_rate(root, tmp_path, G, proxy):
+    run = make_run(root, tmp_path, G, proxy, steps_per_space=1, lr_w=0.02, lr_f=0.3)
+    rates = []
+    run.bus.subscribe(lambda e: rates.append((e.space, e.lr_w, e.lr_f)) if isinstance(e, StepEvent) else None)
+    finish(run)
+    assert rates[:4] == [(i, 0.02, 0.3) for i in range(4)] and rates[4] == (4, 0.02, 1.0)  # DM's pixel rate
+    pixel = make_run(root, tmp_path, G, proxy, name="pixel", method="pixel", steps_per_space=1, lr_f=0.3)
+    assert pixel.config.learning_rates(pixels=True)[1] == 0.3
+    tuned = RunConfig(objective="dsa", lr_pixel=0.5).learning_rates({"dsa": (1e-4, 0.2)}, pixels=False)
+    assert tuned == (1e-4, 0.2)
+    assert RunConfig(objective="dsa", lr_pixel=0.5).learning_rates({"dsa": (1e-4, 0.2)}, pixels=True) == (1e-4, 0.5)

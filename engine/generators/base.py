@@ -49,6 +49,8 @@ class LayeredGenerator(nn.Module, ABC):
     # Bound applied to f at initialisation and after every advance (None: no clipping). StyleGAN-XL's
     # released H-PD code clips to [-10, 10]; other generators' features may be larger by design.
     feature_clip: float | None = None
+    # Learning rates (W+, f) per objective tuned for this generator; None: the paper's, tuned on StyleGAN-XL.
+    tuned_lrs: dict[str, tuple[float, float]] | None = None
 
     @property
     def pixel_cut(self) -> int:

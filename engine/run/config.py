@@ -40,6 +40,7 @@ class RunConfig:
     glad_steps: int | None = None       # None: H-PD's total steps on the same generator
     lr_w: float | None = None
     lr_f: float | None = None           # the f-latents, or the pixels for method pixel
+    lr_pixel: float | None = None       # a GAN run's pixel space (its last); None: the Pixel method's rate
     momentum: float = 0.5
     f_clip: float | None = None         # clip f to [-f_clip, f_clip] at init and after each advance;
                                         # None: the generator's own bound (StyleGAN-XL 10, embedded none)
@@ -58,6 +59,9 @@ class RunConfig:
     outer_loop: int | None = None
     inner_loop: int | None = None
     buffers: str | None = None          # TESLA expert buffer folder
+    syn_steps: int = 20                 # TESLA student steps per match (MTT's names and defaults)
+    expert_epochs: int = 3
+    max_start_epoch: int = 5
     sg_batch: str = "auto"
     sg_chunk: int = 10
     preview_every: int = 5
@@ -75,7 +79,8 @@ class RunConfig:
         _choice("network", self.net, list_networks())
         _choice("eval protocol", self.eval_protocol, list(PROTOCOLS))
         for name in ("ipc", "layers_per_space", "mean_ws_samples", "batch_real", "eval_repeats", "eval_epochs",
-                     "distance_real_per_class", "sg_chunk", "preview_every", "holdout_per_class"):
+                     "distance_real_per_class", "sg_chunk", "preview_every", "holdout_per_class",
+                     "syn_steps", "expert_epochs", "max_start_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.steps_per_space is not None and self.steps_per_space < 1:
@@ -115,12 +120,20 @@ class RunConfig:
     def init_kind(self) -> str:
         return self.init or ("real" if self.method == "pixel" else "avg")
 
-    def learning_rates(self) -> tuple[float, float]:
-        """(lr of the W+ latents, lr of f) with the paper's defaults where unset."""
-        lr_w, lr_f = LATENT_LR[self.objective]
-        if self.method == "pixel":
-            lr_f = PIXEL_LR[self.objective]
-        return (self.lr_w if self.lr_w is not None else lr_w, self.lr_f if self.lr_f is not None else lr_f)
+    def learning_rates(self, tuned: dict[str, tuple[float, float]] | None = None,
+                       pixels: bool = False) -> tuple[float, float]:
+        """(lr of the W+ latents, lr of f) for one space: the user's values first, then the generator's
+        `tuned` rates per objective, then the paper's (which were tuned on StyleGAN-XL). A space at the
+        pixels optimises images, not features, and takes the pixel rate."""
+        lr_w, lr_f = (tuned or {}).get(self.objective, LATENT_LR[self.objective])
+        lr_w = self.lr_w if self.lr_w is not None else lr_w
+        if not pixels:
+            return lr_w, self.lr_f if self.lr_f is not None else lr_f
+        if self.lr_pixel is not None:
+            return lr_w, self.lr_pixel
+        if self.method == "pixel" and self.lr_f is not None:
+            return lr_w, self.lr_f
+        return lr_w, PIXEL_LR[self.objective]
 
 
 def _choice(what: str, value, valid, optional: bool = False) -> None:

@@ -140,7 +140,8 @@ class Run:
                                              seed=seed).to(device))
         overrides = {"outer_loop": cfg.outer_loop, "inner_loop": cfg.inner_loop}
         if cfg.objective == "tesla":
-            overrides = {"buffers": cfg.buffers}
+            overrides = {"buffers": cfg.buffers, "tesla": objectives.TeslaParams(
+                syn_steps=cfg.syn_steps, expert_epochs=cfg.expert_epochs, max_start_epoch=cfg.max_start_epoch)}
         return objectives.build_objective(cfg.objective, ctx, cfg.ipc, **overrides)
 
     def _initial_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,7 +206,8 @@ class Run:
         return not self.finished
 
     def _begin_space(self, space: SpaceRecord) -> None:
-        lr_w, lr_f = self.config.learning_rates()
+        self.lrs = self.config.learning_rates(self.G.tuned_lrs, pixels=space.cut == self.G.pixel_cut)
+        lr_w, lr_f = self.lrs
         self.ws.requires_grad_(self.config.method != "pixel")
         self.f.requires_grad_(True)
         # A new optimiser per space: its momentum belongs to the space it was built in.
@@ -349,7 +351,7 @@ class Run:
 
     # ------------------------------------------------------------ reporting
     def _emit_step(self, space: SpaceRecord) -> None:
-        lr_w, lr_f = self.config.learning_rates()
+        lr_w, lr_f = self.lrs
         preview, images = None, None
         if self.step_in_space % self.config.preview_every == 0 or self.step_in_space == self.steps_per_space:
             images = self._current_images().cpu()
