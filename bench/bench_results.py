@@ -39,10 +39,11 @@ class Case:
     selection: str | None = None
 
 
-def suite_cases(glad_cuts: tuple[int, ...], best_cut: int) -> list[Case]:
+def suite_cases(glad_cuts: tuple[int, ...]) -> list[Case]:
     cases = [Case("Pixel", "pixel")]
     cases += [Case(f"GLaD cut {c}", "glad", glad_cut=c) for c in glad_cuts]
-    cases += [Case("GLaD random init", "glad", glad_cut=best_cut, init="random"),
+    # GLaD's random-init ablation runs at the sweep's best cut, known once the sweep has run.
+    cases += [Case("GLaD random init", "glad", init="random"),
               Case("H-PD select last", "hpd", selection="last"),
               Case("H-PD select loss", "hpd", selection="loss"),
               Case("H-PD", "hpd", selection="distance")]
@@ -55,16 +56,15 @@ class Suite:
     ipc: int
     steps_per_space: int           # H-PD's; GLaD and Pixel get the same total
     glad_cuts: tuple[int, ...]
-    best_cut: int                  # GLaD's cut for the random-init ablation (the sweep's best, set after it ran)
     extra: dict | None = None      # RunConfig fields for this suite (TESLA's buffers and trajectory settings)
 
 
 SUITES = {
-    "dm1": Suite("dm", 1, 20, (1, 3, 5), 3),
-    "dsa1": Suite("dsa", 1, 20, (1, 3, 5), 3),
-    "tesla1": Suite("tesla", 1, 20, (1, 3, 5), 3,
+    "dm1": Suite("dm", 1, 20, (1, 3, 5)),
+    "dsa1": Suite("dsa", 1, 20, (1, 3, 5)),
+    "tesla1": Suite("tesla", 1, 20, (1, 3, 5),
                     {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}),
-    "dm10": Suite("dm", 10, 20, (3,), 3),
+    "dm10": Suite("dm", 10, 20, (3,)),
 }
 HPD_SPACES = 5  # the embedded prior's 8 cuts in groups of 2: (0,1) (2,3) (4,5) (6) (7)
 
@@ -106,6 +106,15 @@ def run_case(suite: Suite, case: Case, args: argparse.Namespace) -> dict:
             "cpu_s": time.process_time() - cpu, "threads": torch.get_num_threads(), "load_after": os.getloadavg()}
 
 
+def best_cut(args: argparse.Namespace, done: dict) -> int:
+    """GLaD's best fixed cut by held-out accuracy (never the test split), from the sweep's finished cases."""
+    sweep = {c: done.get(f"{args.suite}/GLaD cut {c}/seed{args.seed}") for c in SUITES[args.suite].glad_cuts}
+    missing = [c for c, r in sweep.items() if r is None]
+    if missing:
+        raise SystemExit(f"GLaD's cut sweep is unfinished (cuts {missing}); run it first or pass --best-cut")
+    return max(sweep, key=lambda c: sweep[c]["spaces"][0]["heldout_accuracy"])
+
+
 def table(suite_name: str, results: dict, seed: int) -> str:
     rows = ["| method | test accuracy, % (space) | held-out accuracy per space, % | distillation wall s |",
             "| --- | --- | --- | --- |"]
@@ -140,12 +149,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tune_allocator()
     suite = SUITES[args.suite]
-    if args.best_cut is not None:
-        suite = replace(suite, best_cut=args.best_cut)
-    for case in suite_cases(suite.glad_cuts, suite.best_cut):
+    for case in suite_cases(suite.glad_cuts):
         key = f"{args.suite}/{case.name}/seed{args.seed}"
         if (args.cases and case.name not in args.cases) or key in done:
             continue
+        if case.method == "glad" and case.glad_cut is None:
+            case = replace(case, glad_cut=args.best_cut if args.best_cut is not None else best_cut(args, done))
         result = run_case(suite, case, args)
         done = json.loads(args.results.read_text()) if args.results.exists() else {}
         done[key] = result

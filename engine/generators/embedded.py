@@ -146,6 +146,9 @@ class EmbeddedGenerator(LayeredGenerator):
     """Conditional style generator with 8 cuts: 7 modulated convolutions, then the pixels."""
 
     RESOLUTIONS = (4, 8, 16, 32)
+    # Found by bench/sweep_lr.py on held-out training images (RESULTS.md): with the paper's StyleGAN-XL
+    # rates (DM 0.01/10) every step raised the CAM distance and no space moved off its initial latent.
+    tuned_lrs = {"dm": (0.001, 0.01)}
 
     def __init__(self, cfg: EmbeddedConfig | None = None):
         super().__init__()
