@@ -30,6 +30,7 @@ def run_pair(args: argparse.Namespace, lr_w: float, lr_f: float) -> dict:
     config = RunConfig(method="hpd", objective=args.objective, ipc=args.ipc, steps_per_space=args.steps,
                        lr_w=lr_w, lr_f=lr_f, accuracy_pick=True, eval_repeats=args.eval_repeats,
                        eval_epochs=args.eval_epochs, batch_real=args.batch_real, buffers=args.buffers,
+                       expert_epochs=args.expert_epochs, max_start_epoch=args.max_start_epoch,
                        preview_every=10_000, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(config, Path(tmp) / "run")
@@ -53,6 +54,8 @@ def main() -> None:
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--eval-repeats", type=int, default=2)
     p.add_argument("--buffers", default=None)
+    p.add_argument("--expert-epochs", type=int, default=2, help="TESLA (short CPU trajectories)")
+    p.add_argument("--max-start-epoch", type=int, default=2, help="TESLA")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", type=Path, default=None, help="default: bench/results/sweep_lr_<objective>.json")
