@@ -70,8 +70,10 @@ HPD_SPACES = 5  # the embedded prior's 8 cuts in groups of 2: (0,1) (2,3) (4,5) 
 
 
 def config_for(suite: Suite, case: Case, args: argparse.Namespace) -> RunConfig:
-    steps = suite.steps_per_space if case.method == "hpd" else suite.steps_per_space * HPD_SPACES
+    total = suite.steps_per_space * HPD_SPACES
+    steps = {"hpd": suite.steps_per_space, "glad": None, "pixel": total}[case.method]
     return RunConfig(method=case.method, objective=suite.objective, ipc=suite.ipc, steps_per_space=steps,
+                     glad_steps=total if case.method == "glad" else None,
                      glad_cut=case.glad_cut, init=case.init, selection=case.selection, accuracy_pick=True,
                      eval_repeats=1, eval_epochs=args.eval_epochs, preview_every=10_000, seed=args.seed,
                      **(suite.extra or {}))
