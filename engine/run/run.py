@@ -53,6 +53,7 @@ class Run:
         self.selection_reason: str | None = None
         self.elapsed_s = 0.0
         self.scheme: str | None = None
+        self.lrs: tuple[float, float] | None = None  # (W+, f) of the current space
         self._prepared = False
         self._current: torch.Tensor | None = None
 
@@ -207,7 +208,7 @@ class Run:
 
     def _begin_space(self, space: SpaceRecord) -> None:
         self.lrs = self.config.learning_rates(self.G.tuned_lrs, pixels=space.cut == self.G.pixel_cut)
-        lr_w, lr_f = self.lrs
+        lr_w, lr_f = space.lr_w, space.lr_f = self.lrs
         self.ws.requires_grad_(self.config.method != "pixel")
         self.f.requires_grad_(True)
         # A new optimiser per space: its momentum belongs to the space it was built in.

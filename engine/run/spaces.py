@@ -15,6 +15,8 @@ class SpaceRecord:
     best_distance: float | None = None
     accuracy: float | None = None
     scheme: str | None = None      # how the generator gradient ran: "single" pass or "chunked" two-pass
+    lr_w: float | None = None      # the learning rates this space ran with
+    lr_f: float | None = None
 
     @property
     def cut(self) -> int:
