@@ -74,21 +74,26 @@ def main() -> None:
     p.add_argument("--suite", choices=list(SUITES), default="sanity")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", nargs="*", default=None, help="only these case names (default: the whole suite)")
     p.add_argument("--results", type=Path, default=Path("bench/results/accuracy.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tune_allocator()
-    done = json.loads(args.results.read_text()) if args.results.exists() else {}
     for case in SUITES[args.suite]:
         key = f"{args.suite}/{case.name}/ipc{case.ipc}/seed{args.seed}"
-        if key in done:
+        if (args.cases and case.name not in args.cases) or key in _load(args.results):
             continue
         print(f"{key}: running (load {os.getloadavg()[0]:.1f})", flush=True)
-        done[key] = run_case(case, args.seed)
+        r = run_case(case, args.seed)
+        done = _load(args.results)  # re-read: another process may have stored a case meanwhile
+        done[key] = r
         args.results.write_text(json.dumps(done, indent=1))
-        r = done[key]
         print(f"{key}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f}% "
               f"(distill {r['distill_wall_s']:.0f} s, eval {r['eval_wall_s']:.0f} s)", flush=True)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 if __name__ == "__main__":
