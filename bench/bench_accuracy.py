@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cases", nargs="*", default=None, help="only these case names (default: the whole suite)")
+    p.add_argument("--iterations", type=int, default=None, help="override the cases' distillation iterations")
     p.add_argument("--results", type=Path, default=Path("bench/results/accuracy.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,6 +84,8 @@ def main() -> None:
         key = f"{args.suite}/{case.name}/ipc{case.ipc}/seed{args.seed}"
         if (args.cases and case.name not in args.cases) or key in _load(args.results):
             continue
+        if args.iterations is not None and case.objective is not None:
+            case = replace(case, iterations=args.iterations)
         print(f"{key}: running (load {os.getloadavg()[0]:.1f})", flush=True)
         r = run_case(case, args.seed)
         done = _load(args.results)  # re-read: another process may have stored a case meanwhile
