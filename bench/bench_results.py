@@ -79,7 +79,7 @@ def config_for(suite: Suite, case: Case, args: argparse.Namespace) -> RunConfig:
                      **(suite.extra or {}))
 
 
-def test_accuracy(images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> dict:
+def evaluate_on_test(images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> dict:
     ev = evaluate_synset(images, labels, load_dataset("fashion-mnist", "test"), "convnet",
                          get_protocol("dc", args.eval_epochs), repeats=args.repeats, seed=args.seed)
     return {"accuracies": ev.accuracies, "mean": ev.mean, "std": ev.std, "wall_s": ev.wall_s}
@@ -93,9 +93,10 @@ def run_case(suite: Suite, case: Case, args: argparse.Namespace) -> dict:
     while run.step():
         pass
     distill_s = time.perf_counter() - wall
+
     def test_of(space: int) -> dict:
         saved = read_space_file(run.run_dir, space)
-        return test_accuracy(saved["images"], saved["labels"], args) | {"space": space}
+        return evaluate_on_test(saved["images"], saved["labels"], args) | {"space": space}
 
     # The accuracy-picked space (held-out data), and the last space as the journey alone leaves it.
     last = len(run.spaces) - 1
