@@ -147,9 +147,9 @@ class EmbeddedGenerator(LayeredGenerator):
 
     RESOLUTIONS = (4, 8, 16, 32)
     # Found by bench/sweep_lr.py on held-out training images (RESULTS.md): with the paper's StyleGAN-XL
-    # rates (DM 0.01/10, TESLA 10/1e4) every step raised the CAM distance and no space moved off its
-    # initial latent. DC/DSA are not swept yet and keep the paper's.
-    tuned_lrs = {"dm": (0.001, 0.01), "tesla": (0.1, 100.0)}
+    # rates (DM 0.01/10, DSA 0.001/1, TESLA 10/1e4) every step raised the CAM distance and no space moved
+    # off its initial latent. DC takes DSA's rates: the same matching loss, not swept on its own.
+    tuned_lrs = {"dm": (0.001, 0.01), "dsa": (0.001, 0.01), "dc": (0.001, 0.01), "tesla": (0.1, 100.0)}
 
     def __init__(self, cfg: EmbeddedConfig | None = None):
         super().__init__()
