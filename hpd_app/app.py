@@ -34,4 +34,3 @@ def launch_app(demo: gr.Blocks, runs_dir: str | Path, *, host: str = "127.0.0.1"
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(Path(runs_dir).resolve())],
                        prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=True)
-

@@ -6,7 +6,6 @@ otherwise, so callers only name the family.
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -24,6 +23,7 @@ from .vit import VIT_CIFAR, VIT_IMAGENET, ViT
 
 # Guards the one process-wide resource seeded construction touches (see get_network).
 _GLOBAL_RNG_LOCK = threading.Lock()
+
 
 def _convnet(spec: NetSpec, depth: int | None = None, width: int = 128, norm: str = "instancenorm") -> nn.Module:
     return ConvNet(spec.channels, spec.num_classes, spec.resolution, depth=depth, width=width, norm=norm)

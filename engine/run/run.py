@@ -53,7 +53,6 @@ class Run:
         self.selection_reason: str | None = None
         self.elapsed_s = 0.0
         self.scheme: str | None = None
-        self.lrs: tuple[float, float] | None = None  # (W+, f) of the current space
         self._prepared = False
         self._current: torch.Tensor | None = None
 
@@ -207,8 +206,8 @@ class Run:
         return not self.finished
 
     def _begin_space(self, space: SpaceRecord) -> None:
-        self.lrs = self.config.learning_rates(self.G.tuned_lrs, pixels=space.cut == self.G.pixel_cut)
-        lr_w, lr_f = space.lr_w, space.lr_f = self.lrs
+        lr_w, lr_f = self.config.learning_rates(self.G.tuned_lrs, pixels=space.cut == self.G.pixel_cut)
+        space.lr_w, space.lr_f = lr_w, lr_f
         self.ws.requires_grad_(self.config.method != "pixel")
         self.f.requires_grad_(True)
         # A new optimiser per space: its momentum belongs to the space it was built in.
@@ -352,14 +351,13 @@ class Run:
 
     # ------------------------------------------------------------ reporting
     def _emit_step(self, space: SpaceRecord) -> None:
-        lr_w, lr_f = self.lrs
         preview, images = None, None
         if self.step_in_space % self.config.preview_every == 0 or self.step_in_space == self.steps_per_space:
             images = self._current_images().cpu()
             preview = save_preview(self.run_dir, space.index, self.step_in_space, images, self.info)
         self.bus.emit(StepEvent(EventKind.STEP, self.bus.next_seq(), time.time(), space.index, space.cut,
                                 self.step_in_space, self.steps_done, space.losses[-2], space.distances[-1],
-                                space.best_step, lr_w, lr_f, self.elapsed_s, preview, images))
+                                space.best_step, space.lr_w, space.lr_f, self.elapsed_s, preview, images))
 
     def summary(self) -> dict:
         return {
