@@ -26,6 +26,8 @@ CASES = {
     "chunked": ({"method": "hpd", "objective": "dm", "ipc": 10, "sg_batch": "chunked", "sg_chunk": 10,
                  "selection": "last"}, 5),
     "nodistance": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "last", "preview_every": 10_000}, 10),
+    # nodistance with the ConvNet's no-grad pooling put back to avg_pool2d: what the strided adds save
+    "avgpool2d": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "last", "preview_every": 10_000}, 10),
     "distance": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "distance", "preview_every": 10_000}, 10),
     "previews": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "distance", "preview_every": 1}, 10),
     "hpd": ({"method": "hpd", "objective": "dm", "ipc": 1}, None),   # None: the whole run
@@ -87,6 +89,10 @@ def run_case(name: str, threads: int, queue) -> None:
     tune_allocator()
     if name == "evaluation":
         return evaluation_vs_distance(queue, threads)
+    if name == "avgpool2d":
+        import torch.nn.functional as F
+        from engine.nets import convnet
+        convnet.avg_pool_2x2 = lambda x: F.avg_pool2d(x, 2)
     overrides, steps = CASES[name]
     G, proxy, which = components()
     with tempfile.TemporaryDirectory() as tmp:
