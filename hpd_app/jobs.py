@@ -22,6 +22,9 @@ from .reduce import reduce
 from .snapshot import TERMINAL, Snapshot
 
 PAUSE_WAIT_S = 120.0  # export pauses a running run; a step on a big generator can take this long
+# A finished run holds its data, generator and proxy in memory: once nobody has asked about it for this
+# long it is released (its folder stays and opens again). Live runs that are not finished are never released.
+IDLE_RELEASE_S = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class LiveJob:
 
     def __init__(self, run_id: str, owner: str, run: Run, queue: DeviceQueue):
         self.run_id, self.owner, self.run = run_id, owner, run
+        self.run_dir = run.run_dir
         self.config = run.config
         self.device = run.config.device
         self.controller = RunController(run)
@@ -136,13 +140,17 @@ class LiveJob:
 
 
 class JobRegistry:
-    def __init__(self, runs_dir: Path, components: Components = Components()):
+    def __init__(self, runs_dir: Path, components: Components = Components(), *,
+                 idle_release_s: float = IDLE_RELEASE_S, clock=time.monotonic):
         self.runs_dir = Path(runs_dir)
         self.components = components
         self.cams = CamProvider(components.classifier)
         self._queue = DeviceQueue()
         self._lock = threading.Lock()
         self._jobs: dict[str, LiveJob | browse.FolderJob] = {}
+        self._seen: dict[str, float] = {}       # run id -> when its owner last asked about it
+        self._released: dict[str, str] = {}     # run id -> its folder name, for a helpful "no run" message
+        self._idle_release_s, self._clock = idle_release_s, clock
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop every live run and wait for its thread: an interpreter that exits while a run's thread
@@ -164,8 +172,7 @@ class JobRegistry:
         c = self.components
         run = Run(config, self.runs_dir / run_id, generator=c.generator, classifier=c.classifier)
         job = LiveJob(run_id, owner, run, self._queue)
-        with self._lock:
-            self._jobs[run_id] = job
+        self._add(run_id, job)
         self._queue.submit(job)
         return run_id
 
@@ -179,17 +186,36 @@ class JobRegistry:
             raise ValueError(f"{name} is a live run of another user on this server")
         run_id = f"{name}@{secrets.token_hex(3)}"
         job = browse.FolderJob(run_id, owner, browse.run_folder(self.runs_dir, name))
-        with self._lock:
-            self._jobs[run_id] = job
+        self._add(run_id, job)
         return run_id
 
     def job(self, run_id: str, owner: str) -> LiveJob | browse.FolderJob:
         with self._lock:
             job = self._jobs.get(run_id)
+            if job is not None and job.owner == owner:
+                self._seen[run_id] = self._clock()
+            released = self._released.get(run_id)
         # Someone else's run answers exactly like a missing one: ids are not secrets, tokens are.
         if job is None or job.owner != owner:
+            if job is None and released is not None:
+                raise LookupError(f"run {run_id!r} was released after {self._idle_release_s / 3600:g} h "
+                                  f"without a visit; open its folder {released!r} to browse and export it")
             raise LookupError(f"no run {run_id!r} of yours on this server")
         return job
+
+    def _add(self, run_id: str, job: LiveJob | browse.FolderJob) -> None:
+        """Register a job, first releasing the idle ones: memory is only taken here, so only checked here."""
+        with self._lock:
+            now = self._clock()
+            for rid in [r for r, j in self._jobs.items() if self._releasable(j, now - self._seen[r])]:
+                self._released[rid] = self._jobs.pop(rid).run_dir.name
+                del self._seen[rid]
+            self._jobs[run_id], self._seen[run_id] = job, now
+
+    def _releasable(self, job: LiveJob | browse.FolderJob, idle_s: float) -> bool:
+        if idle_s < self._idle_release_s:
+            return False
+        return isinstance(job, browse.FolderJob) or job.snapshot.state in TERMINAL
 
     def owned(self, owner: str) -> list[str]:
         with self._lock:

@@ -1,0 +1,75 @@
+"""The studio's job registry on its own: finished runs nobody visits are released from memory, on a fake
+clock, with real (tiny) runs on the device queue."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hpd_app.jobs import Components, JobRegistry
+from run_fixtures import fake_root, tiny_generator, tiny_proxy
+from test_app_fixtures import TINY
+
+HOUR = 3600.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def registry(tmp_path):
+    clock = Clock()
+    components = Components(tiny_generator(), tiny_proxy(), str(fake_root(tmp_path / "fm")))
+    reg = JobRegistry(tmp_path / "runs", components, idle_release_s=2 * HOUR, clock=clock)
+    yield reg, clock
+    reg.shutdown()
+
+
+def settle(reg: JobRegistry, run_id: str, states: tuple[str, ...], owner: str = "me") -> None:
+    deadline = time.monotonic() + 90
+    while reg.job(run_id, owner).snapshot.state not in states:
+        assert time.monotonic() < deadline, f"{run_id} stuck in {reg.job(run_id, owner).snapshot.state}"
+        time.sleep(0.05)
+
+
+def test_an_idle_finished_run_is_released_and_its_folder_still_opens(registry):
+    reg, clock = registry
+    old = reg.start(TINY | {"steps_per_space": 1}, "me")
+    settle(reg, old, ("finished",))
+    clock.now += 3 * HOUR
+    new = reg.start(TINY | {"steps_per_space": 1}, "me")  # taking new memory releases the idle run
+    assert reg.owned("me") == [new]
+    with pytest.raises(LookupError, match=f"released after 2 h without a visit; open its folder '{old}'"):
+        reg.job(old, "me")
+    browsed = reg.open_folder(old, "me")
+    assert reg.job(browsed, "me").snapshot.state == "finished"
+    settle(reg, new, ("finished",))
+    clock.now += 3 * HOUR
+    reg.open_folder(new, "me")  # a live run of mine reattaches: no new memory, nothing released
+    assert reg.owned("me") == [new, browsed]
+    reg.start(TINY | {"steps_per_space": 1}, "other")
+    assert reg.owned("me") == []  # an opened folder goes like a finished run
+
+
+def test_visited_or_unfinished_runs_stay(registry):
+    reg, clock = registry
+    done = reg.start(TINY | {"steps_per_space": 1}, "me")
+    settle(reg, done, ("finished",))
+    held = reg.start(TINY | {"steps_per_space": 50}, "me")
+    reg.job(held, "me").pause()
+    settle(reg, held, ("paused",))
+    clock.now += 1.5 * HOUR
+    reg.job(done, "me")                 # a visit restarts the finished run's idle time
+    clock.now += 1.5 * HOUR             # 3 h after the paused run was last seen: paused is not finished
+    reg.start(TINY | {"steps_per_space": 1}, "other")
+    assert reg.owned("me") == [done, held]
+    clock.now += 1 * HOUR
+    reg.start(TINY | {"steps_per_space": 1}, "other")
+    assert reg.owned("me") == [held]     # the finished run went; the paused run stays
+    with pytest.raises(LookupError, match="no run"):
+        reg.job(held, "other")          # released or not, someone else's run stays invisible
