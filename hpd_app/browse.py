@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 from engine import RunConfig, dataset_info, export_files, read_events, read_space_file
 
 from .bundle import zip_export
 from .reduce import to_uint8
-from .snapshot import CurvePoint, Snapshot, SpaceView
+from .snapshot import TERMINAL, CurvePoint, Snapshot, SpaceView
+
+FOLLOW_EVERY_S = 1.0  # how often an unfinished folder's files are checked for news
 
 
 def list_run_folders(runs_dir: Path) -> list[str]:
@@ -58,6 +61,8 @@ def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict]:
     events = read_events(run_dir / "events.jsonl")
     curve = _curve(events, sps)
     last = curve[-1] if curve else None
+    # run.json is rewritten at layer ends and state changes, the event log at every step.
+    steps_done = max([meta["steps_done"]] + [e["steps_done"] for e in events if e.get("kind") == "step"])
     shown = meta.get("selected_space")
     shown = shown if shown in tensors else (views[-1].index if views else None)
     exported = run_dir / "synthetic.pt"
@@ -65,7 +70,7 @@ def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict]:
         run_id, meta["method"], state=meta["state"], source="folder", layers=tuple(s["name"] for s in meta["spaces"]),
         steps_per_space=sps, class_names=tuple(meta["dataset"]["classes"]), ipc=meta["config"]["ipc"],
         space=last.space if last else 0, step=(last.x - last.space * sps) if last else 0,
-        steps_done=meta["steps_done"], elapsed_s=meta.get("elapsed_s", 0.0), curve=curve, spaces=tuple(views),
+        steps_done=steps_done, elapsed_s=meta.get("elapsed_s", 0.0), curve=curve, spaces=tuple(views),
         preview=views[[v.index for v in views].index(shown)].images if shown is not None else None,
         preview_version=1, selected_space=meta.get("selected_space"), selection_reason=meta.get("selection_reason"),
         export_path=str(exported) if exported.is_file() else None,
@@ -75,19 +80,49 @@ def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict]:
     return snap, tensors
 
 
+def _stamp(run_dir: Path) -> tuple:
+    """What changes when a writer adds a step (events.jsonl) or finishes a layer or a state (run.json)."""
+    stamp = []
+    for path in (run_dir / "events.jsonl", run_dir / "run.json"):
+        try:
+            st = path.stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 class FolderJob:
     """A run folder opened for browsing: pick a layer and export; it does not compute."""
     source = "folder"
 
-    def __init__(self, run_id: str, owner: str, run_dir: Path):
+    def __init__(self, run_id: str, owner: str, run_dir: Path, clock=time.monotonic):
         self.run_id, self.owner, self.run_dir = run_id, owner, run_dir
-        self._meta = json.loads((run_dir / "run.json").read_text())
         self._lock = threading.Lock()
+        self._clock = clock
+        self._stamp, self._checked = _stamp(run_dir), clock()
+        self._meta = json.loads((run_dir / "run.json").read_text())
         self._snap, self._tensors = load_folder(run_id, run_dir)
 
     @property
     def snapshot(self) -> Snapshot:
+        self._follow()
         return self._snap
+
+    def _follow(self) -> None:
+        """Re-read a folder that another process (a CLI run, another server) is still writing."""
+        if self._snap.state in TERMINAL or self._clock() - self._checked < FOLLOW_EVERY_S:
+            return
+        with self._lock:
+            self._checked, stamp = self._clock(), _stamp(self.run_dir)
+            if stamp == self._stamp:
+                return
+            old = self._snap
+            self._stamp, self._meta = stamp, json.loads((self.run_dir / "run.json").read_text())
+            self._snap, self._tensors = load_folder(self.run_id, self.run_dir)
+            self._snap = self._snap.evolve(preview_version=old.preview_version + 1)
+        if old.selection_reason == "user" and old.selected_space in self._tensors:
+            self.select_layer(old.selected_space)  # the user's pick outlives the reload
 
     def _not_live(self, what: str) -> None:
         raise ValueError(f"{what} needs a live run; {self.run_dir.name} was opened from disk (browse, pick a layer, export)")

@@ -1,13 +1,15 @@
-"""The studio's job registry on its own: finished runs nobody visits are released from memory, on a fake
-clock, with real (tiny) runs on the device queue."""
+"""The studio's jobs on their own, on a fake clock, with real (tiny) runs: finished runs nobody visits are
+released from memory; an opened run folder follows the process still writing it."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
+from engine.run import Run
+from hpd_app.browse import FolderJob
 from hpd_app.jobs import Components, JobRegistry
-from run_fixtures import fake_root, tiny_generator, tiny_proxy
+from run_fixtures import fake_root, tiny_config, tiny_generator, tiny_proxy
 from test_app_fixtures import TINY
 
 HOUR = 3600.0
@@ -73,3 +75,35 @@ def test_visited_or_unfinished_runs_stay(registry):
     assert reg.owned("me") == [held]     # the finished run went; the paused run stays
     with pytest.raises(LookupError, match="no run"):
         reg.job(held, "other")          # released or not, someone else's run stays invisible
+
+
+def test_an_opened_folder_follows_the_process_writing_it(tmp_path):
+    """A CLI run still writing its folder: the browser sees its new steps and layers, and keeps the user's
+    layer pick across the re-reads."""
+    clock = Clock()
+    run = Run(tiny_config(fake_root(tmp_path / "fm"), steps_per_space=2), tmp_path / "cli",
+              generator=tiny_generator(), classifier=tiny_proxy())
+    run.prepare()
+    run.emit_state("running")
+    for _ in range(3):  # the first layer's 2 steps and the second's first
+        run.step()
+    job = FolderJob("cli@1", "me", run.run_dir, clock=clock)
+    first = job.snapshot
+    assert first.state == "running" and first.steps_done == 3 and [v.index for v in first.spaces] == [0]
+    job.select_layer(0)
+    run.step()
+    run.step()
+    assert job.snapshot.steps_done == 3  # re-read at most once a second
+    clock.now += 1.0
+    now = job.snapshot
+    assert now.steps_done == 5 and [v.index for v in now.spaces] == [0, 1]
+    assert len(now.curve) == len(first.curve) + 2 and now.preview_version > first.preview_version
+    assert (now.selected_space, now.selection_reason) == (0, "user")
+    while run.step():
+        pass
+    run.emit_state("finished")
+    clock.now += 1.0
+    done = job.snapshot
+    assert done.state == "finished" and done.steps_done == run.steps_done
+    clock.now += 1.0
+    assert job.snapshot is done  # a finished folder is not read again
