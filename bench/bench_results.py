@@ -64,7 +64,7 @@ SUITES = {
     "dsa1": Suite("dsa", 1, 20, (1, 3, 5)),
     "tesla1": Suite("tesla", 1, 20, (1, 3, 5),
                     {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}),
-    "dm10": Suite("dm", 10, 20, (3,)),
+    "dm10": Suite("dm", 10, 20, (5,)),  # GLaD at dm1's best held-out cut: a sweep per IPC costs too much here
 }
 HPD_SPACES = 5  # the embedded prior's 8 cuts in groups of 2: (0,1) (2,3) (4,5) (6) (7)
 
