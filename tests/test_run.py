@@ -270,11 +270,15 @@ def test_pixel_space_of_a_gan_run_takes_the_pixel_rate(root, tmp_path, G, proxy)
     rates = []
     run.bus.subscribe(lambda e: rates.append((e.space, e.lr_w, e.lr_f)) if isinstance(e, StepEvent) else None)
     finish(run)
-    assert rates[:4] == [(i, 0.02, 0.3) for i in range(4)] and rates[4] == (4, 0.02, 1.0)  # DM's pixel rate
+    # The embedded prior's DM pixel-space rate (tuned_pixel_lrs), not the Pixel method's 1.0
+    assert rates[:4] == [(i, 0.02, 0.3) for i in range(4)] and rates[4] == (4, 0.02, 0.1)
     assert [(s["lr_w"], s["lr_f"]) for s in json.loads((run.run_dir / "run.json").read_text())["spaces"]][3:] == [
-        (0.02, 0.3), (0.02, 1.0)]
+        (0.02, 0.3), (0.02, 0.1)]
     pixel = make_run(root, tmp_path, G, proxy, name="pixel", method="pixel", steps_per_space=1, lr_f=0.3)
     assert pixel.config.learning_rates(pixels=True)[1] == 0.3
     tuned = RunConfig(objective="dsa", lr_pixel=0.5).learning_rates({"dsa": (1e-4, 0.2)}, pixels=False)
     assert tuned == (1e-4, 0.2)
     assert RunConfig(objective="dsa", lr_pixel=0.5).learning_rates({"dsa": (1e-4, 0.2)}, pixels=True) == (1e-4, 0.5)
+    assert RunConfig(objective="dsa").learning_rates(None, True, {"dsa": 0.05}) == (0.001, 0.05)
+    assert RunConfig(objective="dsa").learning_rates(None, True, {"dm": 0.05}) == (0.001, 0.1)  # the Pixel rate
+    assert RunConfig(objective="dsa", lr_pixel=0.5).learning_rates(None, True, {"dsa": 0.05}) == (0.001, 0.5)

@@ -51,6 +51,9 @@ class LayeredGenerator(nn.Module, ABC):
     feature_clip: float | None = None
     # Learning rates (W+, f) per objective tuned for this generator; None: the paper's, tuned on StyleGAN-XL.
     tuned_lrs: dict[str, tuple[float, float]] | None = None
+    # The rate of a GAN run's pixel space per objective, whose pixels start as this generator's images (not
+    # real ones, for which the Pixel method's rate was set); None: the Pixel method's rate.
+    tuned_pixel_lrs: dict[str, float] | None = None
 
     @property
     def pixel_cut(self) -> int:

@@ -120,11 +120,12 @@ class RunConfig:
     def init_kind(self) -> str:
         return self.init or ("real" if self.method == "pixel" else "avg")
 
-    def learning_rates(self, tuned: dict[str, tuple[float, float]] | None = None,
-                       pixels: bool = False) -> tuple[float, float]:
+    def learning_rates(self, tuned: dict[str, tuple[float, float]] | None = None, pixels: bool = False,
+                       tuned_pixel: dict[str, float] | None = None) -> tuple[float, float]:
         """(lr of the W+ latents, lr of f) for one space: the user's values first, then the generator's
         `tuned` rates per objective, then the paper's (which were tuned on StyleGAN-XL). A space at the
-        pixels optimises images, not features, and takes the pixel rate."""
+        pixels optimises images, not features, and takes the pixel rate: the user's, the generator's
+        `tuned_pixel` one, else the Pixel method's."""
         lr_w, lr_f = (tuned or {}).get(self.objective, LATENT_LR[self.objective])
         lr_w = self.lr_w if self.lr_w is not None else lr_w
         if not pixels:
@@ -133,7 +134,7 @@ class RunConfig:
             return lr_w, self.lr_pixel
         if self.method == "pixel" and self.lr_f is not None:
             return lr_w, self.lr_f
-        return lr_w, PIXEL_LR[self.objective]
+        return lr_w, (tuned_pixel or {}).get(self.objective, PIXEL_LR[self.objective])
 
 
 def _choice(what: str, value, valid, optional: bool = False) -> None:
