@@ -6,7 +6,9 @@ latents, selection: last, so no distance) per rate and scores the set on the hel
 
     python bench/sweep_pixel_lr.py --objective dm --steps 20 --rates 1 0.3 0.1 --threads 1
 
-Results: bench/results/sweep_pixel_lr_<objective>.json (resumes: finished rates are skipped).
+`--start real` runs the Pixel method instead (real images, its rate is lr_f), for the same care on the
+baseline's side. Results: bench/results/sweep_pixel_lr_<objective>.json, keyed by rate ("real:<rate>" for
+the Pixel method); finished ones are skipped.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from engine.runtime import tune_allocator  # noqa: E402
 
 
 def run_rate(args: argparse.Namespace, rate: float, pixel_cut: int) -> dict:
-    config = RunConfig(method="hpd", objective=args.objective, ipc=args.ipc, steps_per_space=args.steps,
-                       first_cut=pixel_cut, lr_pixel=rate, selection="last", accuracy_pick=True,
+    start = {"first_cut": pixel_cut, "lr_pixel": rate} if args.start == "gan" else {"method": "pixel", "lr_f": rate}
+    config = RunConfig(**({"method": "hpd"} | start), objective=args.objective, ipc=args.ipc,
+                       steps_per_space=args.steps, selection="last", accuracy_pick=True,
                        eval_repeats=args.eval_repeats, eval_epochs=args.eval_epochs, preview_every=10_000,
                        seed=args.seed)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -48,6 +51,8 @@ def main() -> None:
     p.add_argument("--ipc", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rates", type=float, nargs="+", required=True)
+    p.add_argument("--start", choices=("gan", "real"), default="gan", help="the prior's images (H-PD's pixel "
+                   "space) or real ones (the Pixel method)")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--eval-repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
@@ -58,15 +63,16 @@ def main() -> None:
     out = Path(f"bench/results/sweep_pixel_lr_{args.objective}.json")
     pixel_cut = load_generator(RunConfig(objective=args.objective).generator_spec).pixel_cut
     for rate in args.rates:
+        key = str(rate) if args.start == "gan" else f"real:{rate}"
         done = json.loads(out.read_text()) if out.exists() else {}
-        if str(rate) in done:
+        if key in done:
             continue
         result = run_rate(args, rate, pixel_cut)
         done = json.loads(out.read_text()) if out.exists() else {}
-        done[str(rate)] = result
+        done[key] = result
         out.write_text(json.dumps(done, indent=1))
         loss = [x for x in result["losses"] if x is not None]  # the kept latent's own loss is not measured
-        print(f"lr_pixel {rate}: held-out {100 * result['heldout_accuracy']:.1f}%, loss {loss[0]:.0f} -> "
+        print(f"{args.start} start, lr {rate}: held-out {100 * result['heldout_accuracy']:.1f}%, loss {loss[0]:.0f} -> "
               f"max {max(loss):.0f} -> {loss[-1]:.0f}, {result['wall_s']:.0f} s", flush=True)
 
 
