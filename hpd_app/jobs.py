@@ -149,7 +149,7 @@ class JobRegistry:
         self._lock = threading.Lock()
         self._jobs: dict[str, LiveJob | browse.FolderJob] = {}
         self._seen: dict[str, float] = {}       # run id -> when its owner last asked about it
-        self._released: dict[str, str] = {}     # run id -> its folder name, for a helpful "no run" message
+        self._released: dict[str, tuple[str, str]] = {}  # run id -> (owner, folder name), for the owner's message
         self._idle_release_s, self._clock = idle_release_s, clock
 
     def shutdown(self, timeout: float = 30.0) -> None:
@@ -194,12 +194,12 @@ class JobRegistry:
             job = self._jobs.get(run_id)
             if job is not None and job.owner == owner:
                 self._seen[run_id] = self._clock()
-            released = self._released.get(run_id)
+            released_owner, folder = self._released.get(run_id, (None, None))
         # Someone else's run answers exactly like a missing one: ids are not secrets, tokens are.
+        if job is None and released_owner == owner:
+            raise LookupError(f"run {run_id!r} was released after {self._idle_release_s / 3600:g} h "
+                              f"without a visit; open its folder {folder!r} to browse and export it")
         if job is None or job.owner != owner:
-            if job is None and released is not None:
-                raise LookupError(f"run {run_id!r} was released after {self._idle_release_s / 3600:g} h "
-                                  f"without a visit; open its folder {released!r} to browse and export it")
             raise LookupError(f"no run {run_id!r} of yours on this server")
         return job
 
@@ -208,7 +208,8 @@ class JobRegistry:
         with self._lock:
             now = self._clock()
             for rid in [r for r, j in self._jobs.items() if self._releasable(j, now - self._seen[r])]:
-                self._released[rid] = self._jobs.pop(rid).run_dir.name
+                gone = self._jobs.pop(rid)
+                self._released[rid] = (gone.owner, gone.run_dir.name)
                 del self._seen[rid]
             self._jobs[run_id], self._seen[run_id] = job, now
 

@@ -48,6 +48,8 @@ def test_an_idle_finished_run_is_released_and_its_folder_still_opens(registry):
     assert reg.owned("me") == [new]
     with pytest.raises(LookupError, match=f"released after 2 h without a visit; open its folder '{old}'"):
         reg.job(old, "me")
+    with pytest.raises(LookupError, match="^no run"):
+        reg.job(old, "other")  # to anyone else a released run is as missing as ever
     browsed = reg.open_folder(old, "me")
     assert reg.job(browsed, "me").snapshot.state == "finished"
     settle(reg, new, ("finished",))
