@@ -282,3 +282,18 @@ def test_pixel_space_of_a_gan_run_takes_the_pixel_rate(root, tmp_path, G, proxy)
     assert RunConfig(objective="dsa").learning_rates(None, True, {"dsa": 0.05}) == (0.001, 0.05)
     assert RunConfig(objective="dsa").learning_rates(None, True, {"dm": 0.05}) == (0.001, 0.1)  # the Pixel rate
     assert RunConfig(objective="dsa", lr_pixel=0.5).learning_rates(None, True, {"dsa": 0.05}) == (0.001, 0.5)
+
+
+def test_default_init_averages_latents_only_at_ipc_1(root, tmp_path, G, proxy):
+    assert [RunConfig(ipc=1).init_kind, RunConfig(ipc=10).init_kind, RunConfig(ipc=10, init="avg").init_kind,
+            RunConfig(method="pixel", ipc=10).init_kind] == ["avg", "random", "avg", "real"]
+
+    def within_class_spread(**overrides) -> float:
+        run = make_run(root, tmp_path, G, proxy, name=str(overrides), ipc=3, **overrides)
+        run.prepare()
+        per_class = run.ws.detach().reshape(10, 3, -1)  # labels are class-major: 0,0,0,1,1,1,...
+        assert run.labels.tolist() == [c for c in range(10) for _ in range(3)]
+        return per_class.std(1).mean().item()
+
+    # Averaged latents of one class nearly coincide (20 noises each here; 1000 by default): near-copies.
+    assert within_class_spread() > 3 * within_class_spread(init="avg")

@@ -35,7 +35,8 @@ FIELD_HELP = {
                 "else the Pixel method's, DM 1, DC/DSA 0.1)",
     "momentum": "SGD momentum of the latents",
     "f_clip": "clip f to [-f_clip, f_clip] at init and after each advance (default: the generator's own: StyleGAN-XL 10, embedded none)",
-    "init": "avg (average-noise latents) or random for GAN methods; real or noise for pixel",
+    "init": "avg (average-noise latents) or random for GAN methods (default: avg at IPC 1, random above: "
+            "averaged latents make a class's images near-copies); real (default) or noise for pixel",
     "mean_ws_samples": "noises averaged per image by the average-noise initialisation",
     "selection": "distance (class-relevant CAM distance), loss or last (default: distance for hpd, else last)",
     "accuracy_pick": "evaluate every space on held-out training images and keep the best",
