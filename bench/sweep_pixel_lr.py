@@ -30,8 +30,11 @@ from engine.runtime import tune_allocator  # noqa: E402
 
 
 def run_rate(args: argparse.Namespace, rate: float, pixel_cut: int) -> dict:
-    start = {"first_cut": pixel_cut, "lr_pixel": rate} if args.start == "gan" else {"method": "pixel", "lr_f": rate}
-    config = RunConfig(**({"method": "hpd"} | start), objective=args.objective, ipc=args.ipc,
+    if args.start == "gan":
+        start = {"method": "hpd", "first_cut": pixel_cut, "lr_pixel": rate}
+    else:
+        start = {"method": "pixel", "lr_f": rate}
+    config = RunConfig(**start, objective=args.objective, ipc=args.ipc,
                        steps_per_space=args.steps, selection="last", accuracy_pick=True,
                        eval_repeats=args.eval_repeats, eval_epochs=args.eval_epochs, preview_every=10_000,
                        seed=args.seed)
@@ -41,8 +44,8 @@ def run_rate(args: argparse.Namespace, rate: float, pixel_cut: int) -> dict:
         while run.step():
             pass
     (space,) = run.spaces
-    return {"lr_pixel": rate, "heldout_accuracy": space.accuracy, "losses": space.losses, "wall_s": time.perf_counter() - wall,
-            "cpu_s": time.process_time() - cpu, "threads": torch.get_num_threads(), "load": os.getloadavg()}
+    return {"lr_pixel": rate, "heldout_accuracy": space.accuracy, "losses": space.losses,
+            "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "threads": torch.get_num_threads(), "load": os.getloadavg()}
 
 
 def main() -> None:
