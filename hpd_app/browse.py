@@ -44,8 +44,8 @@ def _curve(events: list[dict], steps_per_space: int) -> tuple[CurvePoint, ...]:
     return tuple(points[x] for x in sorted(points))
 
 
-def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict]:
-    """(snapshot, {space index: (normalised images, labels)}) of a run folder."""
+def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict, dict]:
+    """(snapshot, {space index: (normalised images, labels)}, run.json) of a run folder."""
     meta = json.loads((run_dir / "run.json").read_text())
     info = dataset_info(meta["config"]["dataset"])
     sps = meta["steps_per_space"]
@@ -77,7 +77,7 @@ def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict]:
         message=next((e["message"] for e in reversed(events) if e.get("kind") == "error"), ""))
     if shown is not None:
         tensors["preview"] = tensors[shown]
-    return snap, tensors
+    return snap, tensors, meta
 
 
 def _stamp(run_dir: Path) -> tuple:
@@ -101,8 +101,7 @@ class FolderJob:
         self._lock = threading.Lock()
         self._clock = clock
         self._stamp, self._checked = _stamp(run_dir), clock()
-        self._meta = json.loads((run_dir / "run.json").read_text())
-        self._snap, self._tensors = load_folder(run_id, run_dir)
+        self._snap, self._tensors, self._meta = load_folder(run_id, run_dir)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -118,8 +117,8 @@ class FolderJob:
             if stamp == self._stamp:
                 return
             old = self._snap
-            self._stamp, self._meta = stamp, json.loads((self.run_dir / "run.json").read_text())
-            self._snap, self._tensors = load_folder(self.run_id, self.run_dir)
+            self._stamp = stamp
+            self._snap, self._tensors, self._meta = load_folder(self.run_id, self.run_dir)
             self._snap = self._snap.evolve(preview_version=old.preview_version + 1)
         if old.selection_reason == "user" and old.selected_space in self._tensors:
             self.select_layer(old.selected_space)  # the user's pick outlives the reload

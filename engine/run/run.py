@@ -206,7 +206,8 @@ class Run:
         return not self.finished
 
     def _begin_space(self, space: SpaceRecord) -> None:
-        lr_w, lr_f = self.config.learning_rates(self.G.tuned_lrs, space.cut == self.G.pixel_cut, self.G.tuned_pixel_lrs)
+        lr_w, lr_f = self.config.learning_rates(self.G.tuned_lrs, pixels=space.cut == self.G.pixel_cut,
+                                                tuned_pixel=self.G.tuned_pixel_lrs)
         space.lr_w, space.lr_f = lr_w, lr_f
         self.ws.requires_grad_(self.config.method != "pixel")
         self.f.requires_grad_(True)
