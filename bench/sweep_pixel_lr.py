@@ -5,6 +5,7 @@ start, for which its rate was set). This runs that space alone (H-PD from the pi
 latents, selection: last, so no distance) per rate and scores the set on the held-out split (never the test split):
 
     python bench/sweep_pixel_lr.py --objective dm --steps 20 --rates 1 0.3 0.1 --threads 1
+    python bench/sweep_pixel_lr.py --objective tesla --buffers runs/buffers/fashion-mnist --rates 1000 100 10
 
 `--start real` runs the Pixel method instead (real images, its rate is lr_f), for the same care on the
 baseline's side. Results: bench/results/sweep_pixel_lr_<objective>.json, keyed by rate ("real:<rate>" for
@@ -37,7 +38,8 @@ def run_rate(args: argparse.Namespace, rate: float, pixel_cut: int) -> dict:
     config = RunConfig(**start, objective=args.objective, ipc=args.ipc,
                        steps_per_space=args.steps, selection="last", accuracy_pick=True,
                        eval_repeats=args.eval_repeats, eval_epochs=args.eval_epochs, preview_every=10_000,
-                       seed=args.seed)
+                       buffers=args.buffers, expert_epochs=args.expert_epochs,
+                       max_start_epoch=args.max_start_epoch, seed=args.seed)
     wall, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(config, Path(tmp) / "run")
@@ -58,6 +60,9 @@ def main() -> None:
     p.add_argument("--start", choices=("gan", "real"), default="gan", help="the prior's images (H-PD's pixel "
                    "space) or real ones (the Pixel method)")
     p.add_argument("--eval-epochs", type=int, default=300)
+    p.add_argument("--buffers", default=None, help="TESLA: expert trajectories (python -m engine buffers)")
+    p.add_argument("--expert-epochs", type=int, default=2, help="TESLA (short CPU trajectories)")
+    p.add_argument("--max-start-epoch", type=int, default=2, help="TESLA")
     p.add_argument("--eval-repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
