@@ -67,6 +67,9 @@ SUITES = {
     "dm10": Suite("dm", 10, 20, (5,)),  # GLaD at dm1's best held-out cut: a sweep per IPC costs too much here
     # A TESLA step at IPC 10 costs ~35 s on one CPU thread (20 student steps over all 100 images), so this
     # suite runs 4 steps per space, not the paper's 100; GLaD at tesla1's best held-out cut.
+    # A DSA step at IPC 10 is one DC iteration: 10 matching updates with 50 network epochs between them,
+    # ~300 s on one CPU thread. 2 steps per space make 100 updates per run, as many as dsa1's.
+    "dsa10": Suite("dsa", 10, 2, (5,)),
     "tesla10": Suite("tesla", 10, 4, (5,),
                      {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}),
 }
@@ -125,8 +128,10 @@ def best_cut(args: argparse.Namespace, done: dict) -> int:
 def table(suite_name: str, results: dict, seed: int) -> str:
     rows = ["| method | test accuracy, % (space) | held-out accuracy per space, % | distillation wall s |",
             "| --- | --- | --- | --- |"]
-    for key, r in results.items():
-        if not key.startswith(f"{suite_name}/") or not key.endswith(f"/seed{seed}"):
+    names = [c.name for c in suite_cases(SUITES[suite_name].glad_cuts)]
+    for name in names:
+        r = results.get(f"{suite_name}/{name}/seed{seed}")
+        if r is None:
             continue
         picked, last = r["test"]["picked"], r["test"]["last"]
         acc = f"{100 * picked['mean']:.1f} ± {100 * picked['std']:.1f} ({picked['space']})"
