@@ -70,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tune_allocator()
     out = Path(f"bench/results/sweep_pixel_lr_{args.objective}.json")
-    pixel_cut = load_generator(RunConfig(objective=args.objective).generator_spec).pixel_cut
+    pixel_cut = load_generator(RunConfig(objective=args.objective, buffers=args.buffers).generator_spec).pixel_cut
     for rate in args.rates:
         key = str(rate) if args.start == "gan" else f"real:{rate}"
         done = json.loads(out.read_text()) if out.exists() else {}
