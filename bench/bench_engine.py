@@ -1,6 +1,7 @@
 """Costs inside the H-PD engine, each case in a fresh subprocess (so peak RSS is its own):
 
     python bench/bench_engine.py --threads 2 [--cases single chunked nodistance distance glad hpd eval]
+    python bench/bench_engine.py --threads 1 --cases dm1 dm10 dsa1 dsa10 tesla1 tesla10   # per-objective steps
 
 Uses the shipped embedded prior and proxy when present, else randomly initialised ones of the same
 architecture (step times do not depend on the weights; say which in BENCHMARKS.md).
@@ -35,6 +36,19 @@ CASES = {
     "evaluation": ({}, None),
 }
 
+
+def objective_step_cases() -> dict:
+    """One step of each objective at IPC 1 and 10 (GLaD at cut 5, no distance): RESULTS.md's budgets rest on
+    these. TESLA reads the expert buffers RESULTS.md's suites use (git-ignored; `python -m engine buffers`)."""
+    tesla = {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}
+    steps = {("dm", 1): 5, ("dm", 10): 3, ("dsa", 1): 5, ("dsa", 10): 1, ("tesla", 1): 5, ("tesla", 10): 2}
+    return {f"{objective}{ipc}": ({"method": "glad", "glad_cut": 5, "objective": objective, "ipc": ipc,
+                                   "selection": "last", "preview_every": 10_000,
+                                   **(tesla if objective == "tesla" else {})}, n)
+            for (objective, ipc), n in steps.items()}
+
+
+CASES |= objective_step_cases()
 
 def components():
     import torch
