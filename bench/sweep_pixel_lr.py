@@ -81,8 +81,8 @@ def main() -> None:
         done[key] = result
         out.write_text(json.dumps(done, indent=1))
         loss = [x for x in result["losses"] if x is not None]  # the kept latent's own loss is not measured
-        print(f"{args.start} start, lr {rate}: held-out {100 * result['heldout_accuracy']:.1f}%, loss {loss[0]:.0f} -> "
-              f"max {max(loss):.0f} -> {loss[-1]:.0f}, {result['wall_s']:.0f} s", flush=True)
+        print(f"{args.start} start, lr {rate}: held-out {100 * result['heldout_accuracy']:.1f}%, loss {loss[0]:.4g} -> "
+              f"max {max(loss):.4g} -> {loss[-1]:.4g}, {result['wall_s']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
