@@ -52,7 +52,8 @@ class LayeredGenerator(nn.Module, ABC):
     # Learning rates (W+, f) per objective tuned for this generator; None: the paper's, tuned on StyleGAN-XL.
     tuned_lrs: dict[str, tuple[float, float]] | None = None
     # The rate of a GAN run's pixel space per objective, whose pixels start as this generator's images (not
-    # real ones, for which the Pixel method's rate was set); None: the Pixel method's rate.
+    # real ones, for which the Pixel method's rate was set), tuned at IPC 1 (runs scale it by their IPC);
+    # None: the Pixel method's rate.
     tuned_pixel_lrs: dict[str, float] | None = None
 
     @property

@@ -131,7 +131,7 @@ class RunConfig:
         """(lr of the W+ latents, lr of f) for one space: the user's values first, then the generator's
         `tuned` rates per objective, then the paper's (which were tuned on StyleGAN-XL). A space at the
         pixels optimises images, not features, and takes the pixel rate: the user's, the generator's
-        `tuned_pixel` one, else the Pixel method's."""
+        `tuned_pixel` one (set at IPC 1, scaled by the IPC), else the Pixel method's."""
         lr_w, lr_f = (tuned or {}).get(self.objective, LATENT_LR[self.objective])
         lr_w = self.lr_w if self.lr_w is not None else lr_w
         if not pixels:
@@ -140,7 +140,12 @@ class RunConfig:
             return lr_w, self.lr_pixel
         if self.method == "pixel" and self.lr_f is not None:
             return lr_w, self.lr_f
-        return lr_w, (tuned_pixel or {}).get(self.objective, PIXEL_LR[self.objective])
+        tuned_rate = (tuned_pixel or {}).get(self.objective)
+        if tuned_rate is None:
+            return lr_w, PIXEL_LR[self.objective]
+        # Every objective's gradient per image is a mean over the class's (TESLA: the set's) synthetic images,
+        # so IPC n moves each image n times less: a rate tuned at IPC 1 is scaled to keep the step per image.
+        return lr_w, tuned_rate * self.ipc
 
 
 def _choice(what: str, value, valid, optional: bool = False) -> None:
