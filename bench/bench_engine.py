@@ -50,6 +50,7 @@ def objective_step_cases() -> dict:
 
 CASES |= objective_step_cases()
 
+
 def components():
     import torch
     from engine.classifiers import ProxyClassifier, load_classifier
