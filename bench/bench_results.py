@@ -59,19 +59,19 @@ class Suite:
     extra: dict | None = None      # RunConfig fields for this suite (TESLA's buffers and trajectory settings)
 
 
+# Short CPU trajectories: 2 experts x 3 epochs (`python -m engine buffers ... --epochs 3`), so starts <= 2.
+TESLA_CPU = {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}
 SUITES = {
     "dm1": Suite("dm", 1, 20, (1, 3, 5)),
     "dsa1": Suite("dsa", 1, 20, (1, 3, 5)),
-    "tesla1": Suite("tesla", 1, 20, (1, 3, 5),
-                    {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}),
+    "tesla1": Suite("tesla", 1, 20, (1, 3, 5), TESLA_CPU),
     "dm10": Suite("dm", 10, 20, (5,)),  # GLaD at dm1's best held-out cut: a sweep per IPC costs too much here
     # A DSA step at IPC 10 is one DC iteration: 10 matching updates with 50 network epochs between them,
     # ~240-300 s on one CPU thread. 2 steps per space make 100 updates per run, as many as dsa1's.
     "dsa10": Suite("dsa", 10, 2, (5,)),
     # A TESLA step at IPC 10 costs ~30-35 s on one CPU thread (20 student steps over all 100 images), so this
     # suite runs 4 steps per space, not the paper's 100; GLaD at tesla1's best held-out cut.
-    "tesla10": Suite("tesla", 10, 4, (5,),
-                     {"buffers": "runs/buffers/fashion-mnist", "expert_epochs": 2, "max_start_epoch": 2}),
+    "tesla10": Suite("tesla", 10, 4, (5,), TESLA_CPU),
 }
 HPD_SPACES = 5  # the embedded prior's 8 cuts in groups of 2: (0,1) (2,3) (4,5) (6) (7)
 
