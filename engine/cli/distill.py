@@ -31,8 +31,8 @@ FIELD_HELP = {
     "glad_steps": "GLaD's steps (default: H-PD's total on the same generator)",
     "lr_w": "learning rate of the W+ latents (default: the generator's tuned rate, else the paper's)",
     "lr_f": "learning rate of the f-latents, or of the pixels for --method pixel",
-    "lr_pixel": "learning rate of a GAN run's pixel space (default: the generator's tuned one, embedded DM 0.1; "
-                "else the Pixel method's, DM 1, DC/DSA 0.1)",
+    "lr_pixel": "learning rate of a GAN run's pixel space (default: the generator's tuned IPC 1 rate times the "
+                "IPC, embedded DM 0.1, TESLA 100; else the Pixel method's, DM 1, DC/DSA 0.1, TESLA 1000)",
     "momentum": "SGD momentum of the latents",
     "f_clip": "clip f to [-f_clip, f_clip] at init and after each advance (default: the generator's own: StyleGAN-XL 10, embedded none)",
     "init": "avg (average-noise latents) or random for GAN methods (default: avg at IPC 1, random above: "
