@@ -1,6 +1,7 @@
 """The page in a real browser: Debian chromium driven headless by Python Playwright."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         expect(page.locator("#status")).to_contain_text("Could not start: --ipc must be at least 1", timeout=30_000)
         set_number(page, "ipc", 1)
         configure_small(page, steps=20, batch_real=8)  # 100 steps: long enough to pause it mid-way
+        pick(page, "selection", "last step")
         page.get_by_role("button", name="Start", exact=True).click()
         expect(page.locator("#grid-a img")).to_be_visible(timeout=60_000)
         page.get_by_role("button", name="Pause", exact=True).click()
@@ -90,6 +92,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         expect(second.locator("#status")).to_contain_text(run_id, timeout=30_000)
         second.get_by_role("button", name="Resume", exact=True).click()
         expect(page.locator("#status")).to_contain_text("finished", timeout=150_000)
+        assert json.loads((tmp_path / "runs" / run_id / "run.json").read_text())["config"]["selection"] == "last"
         # Another user (a fresh browser profile) sees none of it.
         stranger = open_page(browser.new_context(), url)
         expect(stranger.locator("#status")).to_contain_text("press **Start**".replace("**", ""), timeout=5_000)
