@@ -46,7 +46,7 @@ def test_start_pause_step_resume_select_export(server):
     c = Client(server[0], verbose=False)
     rid = start(c, steps_per_space=10)  # 50 steps
     # Pause at once: polling for a few steps first let a fast CI machine finish all 50 before the pause
-    # landed (the server answers slowly while the run thread holds the GIL). Queued, loading or stepping,
+    # landed (polls apparently answered slowly beside the busy run thread). Queued, loading or stepping,
     # the run must come to rest with steps left.
     assert c.predict(rid, "", api_name="/pause") in ("queued", "running", "paused")
     held = wait_for(c, rid, lambda s: s["state"] == "paused" and s["layers"])  # layers: loaded, then held
