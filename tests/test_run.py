@@ -280,7 +280,7 @@ def test_pixel_space_of_a_gan_run_takes_the_pixel_rate(root, tmp_path, G, proxy)
     assert tuned == (1e-4, 0.2)
     assert RunConfig(objective="dsa", lr_pixel=0.5).learning_rates({"dsa": (1e-4, 0.2)}, pixels=True) == (1e-4, 0.5)
     assert RunConfig(objective="dsa").learning_rates(None, True, {"dsa": 0.05}) == (0.001, 0.05)
-    # The tuned pixel rate is an IPC 1 rate: at IPC 10 each image's gradient is a mean over 10 times as many
+    # The tuned pixel rate is an IPC 1 rate: at IPC 10 each image's gradient is a mean over 10x the images
     assert RunConfig(objective="dsa", ipc=10).learning_rates(None, True, {"dsa": 0.05}) == (0.001, pytest.approx(0.5))
     assert RunConfig(objective="dsa", ipc=10).learning_rates(None, True, {"dm": 0.05}) == (0.001, 0.1)
     assert RunConfig(objective="dsa").learning_rates(None, True, {"dm": 0.05}) == (0.001, 0.1)  # the Pixel rate
