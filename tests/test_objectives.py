@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from engine import augment, objectives
+from engine.streams import Streams
 from engine.data import ImageSet, RealSampler
 from engine.data.fashion_mnist import INFO
 from engine.nets import get_network
@@ -18,10 +19,10 @@ def tiny_real(n_per_class: int = 8) -> ImageSet:
 
 
 def context(dsa: bool, same_net: bool = True) -> objectives.MatchContext:
-    gen = torch.Generator().manual_seed(0)
-    sampler = RealSampler(tiny_real(), "cpu", gen)
+    streams = Streams(0)
+    sampler = RealSampler(tiny_real(), "cpu", streams["real"])
     new_net = lambda seed: get_network("convnet", 1, 10, 32, seed=0 if same_net else seed, width=16)
-    return objectives.MatchContext(real=sampler, new_net=new_net, generator=gen,
+    return objectives.MatchContext(real=sampler, new_net=new_net, streams=streams,
                                    dsa=augment.DSAParams() if dsa else None, batch_real=8)
 
 

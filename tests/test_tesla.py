@@ -9,6 +9,7 @@ from engine import augment, objectives
 from engine.buffers import BufferMismatchError, ExpertBuffers, build_student, flatten_params, unflatten_params
 from engine.data import ImageSet, RealSampler
 from engine.data.fashion_mnist import INFO
+from engine.streams import Streams
 from engine.objectives.tesla import StudentStep, TeslaParams, plan_steps, tesla_gradients
 
 torch.set_num_threads(1)
@@ -49,8 +50,8 @@ def buffers(experts: int = 1, epochs: int = 3, width: int = 8) -> ExpertBuffers:
 
 
 def context(dsa: bool, seed: int = 0, width: int = 8) -> objectives.MatchContext:
-    gen = torch.Generator().manual_seed(seed)
-    return objectives.MatchContext(real=RealSampler(tiny_real(), "cpu", gen), generator=gen,
+    streams = Streams(seed)
+    return objectives.MatchContext(real=RealSampler(tiny_real(), "cpu", streams["real"]), streams=streams,
                                    new_net=lambda s: student(width, s),
                                    dsa=augment.DSAParams() if dsa else None)
 
@@ -181,14 +182,14 @@ def test_state_dict_round_trip_resumes_exactly():
     first = objectives.TeslaObjective(params, context(dsa=True), buf)
     run_updates(first, syn, 2)
     saved = io.BytesIO()
-    torch.save({"objective": first.state_dict(), "generator": first.ctx.generator.get_state(), "syn": syn.detach()},
+    torch.save({"objective": first.state_dict(), "streams": first.ctx.streams.state_dict(), "syn": syn.detach()},
                saved)
     expected = run_updates(first, syn, 1)
 
     saved.seek(0)
     checkpoint = torch.load(saved, weights_only=True)
     ctx = context(dsa=True)
-    ctx.generator.set_state(checkpoint["generator"])
+    ctx.streams.load_state_dict(checkpoint["streams"])
     resumed = objectives.TeslaObjective(params, ctx, buf)
     resumed.load_state_dict(checkpoint["objective"])
     got = run_updates(resumed, checkpoint["syn"].clone().requires_grad_(True), 1)
@@ -196,7 +197,7 @@ def test_state_dict_round_trip_resumes_exactly():
     assert torch.equal(got[1], expected[1])
 
     ctx = context(dsa=True)
-    ctx.generator.set_state(checkpoint["generator"])
+    ctx.streams.load_state_dict(checkpoint["streams"])
     fresh = objectives.TeslaObjective(params, ctx, buf)  # same randomness, but syn_lr and momentum lost
     assert run_updates(fresh, checkpoint["syn"].clone().requires_grad_(True), 1)[2] != expected[2]
 

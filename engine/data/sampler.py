@@ -20,21 +20,22 @@ class RealSampler:
         if empty:
             raise ValueError(f"the {data.split} split has no images of class(es) {', '.join(empty)}")
 
-    def indices(self, c: int, n: int) -> torch.Tensor:
+    def indices(self, c: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n indices of class c without replacement (with replacement if the class has fewer)."""
-        pool = self._by_class[c]
+        pool, gen = self._by_class[c], generator or self.generator
         if n <= len(pool):
-            pick = torch.randperm(len(pool), generator=self.generator)[:n]
+            pick = torch.randperm(len(pool), generator=gen)[:n]
         else:
-            pick = torch.randint(len(pool), (n,), generator=self.generator)
+            pick = torch.randint(len(pool), (n,), generator=gen)
         return pool[pick]
 
     def sample(self, c: int, n: int) -> torch.Tensor:
         return self._normalize(self._images[self.indices(c, n).to(self.device)])
 
-    def sample_all(self, n_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n images of every class, class-major, with their labels."""
-        idx = torch.cat([self.indices(c, n_per_class) for c in range(self.info.num_classes)])
+    def sample_all(self, n_per_class: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n images of every class, class-major, with their labels; from `generator` if given (a consumer
+        with a stream of its own), else the sampler's."""
+        idx = torch.cat([self.indices(c, n_per_class, generator) for c in range(self.info.num_classes)])
         return self._normalize(self._images[idx.to(self.device)]), self.data.labels[idx].to(self.device)
 
     def _normalize(self, images_u8: torch.Tensor) -> torch.Tensor:

@@ -10,15 +10,22 @@ from torch import nn
 from .. import augment
 from ..augment import DSAParams
 from ..data import RealSampler
+from ..streams import Streams
 
 
 @dataclass
 class MatchContext:
-    """Per-run services for objectives. `new_net(seed)` builds a fresh surrogate network on the device."""
+    """Per-run services for objectives. `new_net(seed)` builds a fresh surrogate network on the device.
+
+    Randomness comes from the run's named streams, one per consumer: `real` draws from "real" (the
+    sampler holds it), network seeds and expert picks from "nets", DSA parameters from "dsa", minibatch
+    orders from "order". Runs of different methods at one seed make the same calls, so they draw the
+    same real batches, networks and augmentations at every step.
+    """
 
     real: RealSampler
     new_net: Callable[[int], nn.Module]
-    generator: torch.Generator
+    streams: Streams
     dsa: DSAParams | None
     batch_real: int = 256
 
@@ -31,7 +38,15 @@ class MatchContext:
         return self.real.info.num_classes
 
     def draw_seed(self) -> int:
-        return int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        return int(torch.randint(2**31 - 1, (1,), generator=self.streams["nets"]))
+
+    @property
+    def dsa_stream(self) -> torch.Generator:
+        return self.streams["dsa"]
+
+    @property
+    def order_stream(self) -> torch.Generator:
+        return self.streams["order"]
 
 
 def class_slices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
@@ -46,7 +61,7 @@ def class_pairs(syn: torch.Tensor, labels: torch.Tensor, ctx: MatchContext):
             continue
         real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]
         if ctx.dsa is not None:
-            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.generator)
+            real_c, syn_c = augment.siamese_pair(real_c, syn_c, ctx.dsa, ctx.dsa_stream)
         yield c, real_c, syn_c
 
 

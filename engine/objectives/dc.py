@@ -80,11 +80,11 @@ class DCObjective(PerIterationObjective):
             self._train_epoch(syn, labels)
 
     def _train_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        order = torch.randperm(len(images), generator=self.ctx.generator).to(images.device)
+        order = torch.randperm(len(images), generator=self.ctx.order_stream).to(images.device)
         for batch in order.split(self.params.batch_train):
             x = images[batch]
             if self.ctx.dsa is not None:
-                x = augment.augment(x, self.ctx.dsa, self.ctx.generator)
+                x = augment.augment(x, self.ctx.dsa, self.ctx.dsa_stream)
             self.opt.zero_grad(set_to_none=True)
             F.cross_entropy(self.net(x), labels[batch]).backward()
             self.opt.step()

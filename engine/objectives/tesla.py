@@ -65,16 +65,19 @@ class StudentStep:
 
 
 def plan_steps(num_images: int, steps: int, batch: int, image_size: tuple[int, int],
-               dsa: augment.DSAParams | None, generator: torch.Generator) -> list[StudentStep]:
+               dsa: augment.DSAParams | None, order: torch.Generator,
+               dsa_stream: torch.Generator | None = None) -> list[StudentStep]:
     """Minibatches walk through shuffled passes over the set (the last of a pass may be short), each with
-    per-sample DSA parameters; drawn up front so the replay can reuse them exactly."""
+    per-sample DSA parameters; drawn up front so the replay can reuse them exactly. Orders come from
+    `order`, DSA parameters from `dsa_stream` (default: the same generator)."""
+    dsa_stream = order if dsa_stream is None else dsa_stream
     plan: list[StudentStep] = []
     chunks: list[torch.Tensor] = []
     for _ in range(steps):
         if not chunks:
-            chunks = list(torch.randperm(num_images, generator=generator).split(batch))
+            chunks = list(torch.randperm(num_images, generator=order).split(batch))
         index = chunks.pop(0)
-        draw = None if dsa is None else augment.sample(dsa, len(index), *image_size, generator, siamese=False)
+        draw = None if dsa is None else augment.sample(dsa, len(index), *image_size, dsa_stream, siamese=False)
         plan.append(StudentStep(index, draw))
     return plan
 
@@ -159,7 +162,7 @@ class TeslaObjective:
         return float(self._syn_lr.detach())
 
     def start_iteration(self) -> None:
-        gen = self.ctx.generator
+        gen = self.ctx.streams["nets"]
         self.expert = int(torch.randint(len(self.buffers), (1,), generator=gen))
         self.start = int(torch.randint(self.params.max_start_epoch, (1,), generator=gen))
 
@@ -170,7 +173,7 @@ class TeslaObjective:
                           for epoch in (self.start, self.start + self.params.expert_epochs))
         batch = self.params.batch_syn or len(syn)
         plan = plan_steps(len(syn), self.params.syn_steps, batch, tuple(syn.shape[2:]), self.ctx.dsa,
-                          self.ctx.generator)
+                          self.ctx.order_stream, self.ctx.dsa_stream)
         result = tesla_gradients(self.net, syn, labels, theta0, target, self.syn_lr, plan)
         self._lr_opt.zero_grad(set_to_none=True)
         self._syn_lr.grad = torch.tensor(result.lr_grad, dtype=torch.float64)

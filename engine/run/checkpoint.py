@@ -24,7 +24,7 @@ def save_checkpoint(run: "Run") -> None:
         "elapsed_s": run.elapsed_s,
         "ws": run.ws.detach().cpu(),
         "f": run.f.detach().cpu(),
-        "rng": run.gen.get_state(),
+        "streams": run.streams.state_dict(),
         "objective": run.objective.state_dict(),
         "spaces": json.dumps([s.to_json() for s in run.spaces]),
         "selected_space": -1 if run.selected_space is None else run.selected_space,
@@ -48,7 +48,7 @@ def load_checkpoint(run: "Run") -> None:
     device = run.labels.device
     run.space_index, run.steps_done, run.elapsed_s = state["space_index"], state["steps_done"], state["elapsed_s"]
     run.ws, run.f = state["ws"].to(device), state["f"].to(device)
-    run.gen.set_state(state["rng"])
+    run.streams.load_state_dict(state["streams"])
     run.objective.load_state_dict(state["objective"])
     run.spaces = [SpaceRecord.from_json(s) for s in json.loads(state["spaces"])]
     run.selected_space = None if state["selected_space"] < 0 else state["selected_space"]

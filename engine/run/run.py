@@ -25,6 +25,7 @@ from ..export import write_json
 from ..generators import LayeredGenerator, PixelGenerator, load_generator
 from ..nets import get_network
 from ..provenance import provenance
+from ..streams import Streams
 from . import gradient
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
@@ -62,7 +63,8 @@ class Run:
         if self._prepared:
             return
         cfg, device = self.config, torch.device(self.config.device)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.streams = Streams(cfg.seed)
+        self.gen = self.streams["real"]
         self.info = dataset_info(cfg.dataset)
         train, self.val = self._splits()
         self.sampler = RealSampler(train, device, self.gen)
@@ -134,7 +136,7 @@ class Run:
     def _objective(self, device: torch.device):
         cfg, info = self.config, self.info
         ctx = objectives.MatchContext(
-            real=self.sampler, generator=self.gen, batch_real=cfg.batch_real,
+            real=self.sampler, streams=self.streams, batch_real=cfg.batch_real,
             dsa=DSAParams() if objectives.uses_dsa(cfg.objective) else None,
             new_net=lambda seed: get_network(cfg.net, info.channels, info.num_classes, info.resolution,
                                              seed=seed).to(device))
