@@ -1,69 +1,47 @@
-"""Distillation objectives, registered by name.
+"""Distillation objectives, registered by name (engine/objectives/registry.py).
 
 Each is a small class over a MatchContext with `updates_per_iteration`, `start_iteration()`,
 `loss_and_grad(syn, labels) -> (loss, dloss/dsyn)`, `after_update(syn, labels, update)` and
 `state_dict()/load_state_dict()` for what must survive a checkpoint. Objectives see detached images
 and return the image gradient, so the caller alone decides how it reaches the parameters (pixels
 directly, or through a generator in one pass or in chunks).
+
+Every objective's module registers an ObjectiveSpec at its bottom; importing the modules here is what
+registers them. A new objective is its module plus one import line below.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..buffers import ExpertBuffers, load_buffers
 from .context import MatchContext
-from .dc import DCObjective, DCParams, dc_loss, gradient_distance, loops_for_ipc
-from .dm import DMObjective, DMParams, dm_loss
-from .tesla import TeslaObjective, TeslaParams, tesla_gradients
+from .registry import ObjectiveSpec, build_for_run, get_objective, objective_names, register, registered, unregister
+
+# Imported in this order, they register dm, dc, dsa, tesla (objective_names() keeps registration order).
+from .dm import DMObjective, DMParams, dm_loss  # noqa: E402
+from .dc import DCObjective, DCParams, dc_loss, gradient_distance, loops_for_ipc  # noqa: E402
+from .tesla import TeslaObjective, TeslaParams, tesla_gradients  # noqa: E402
 
 
-
-OBJECTIVES = ("dm", "dc", "dsa", "tesla")
+def __getattr__(name: str):
+    # OBJECTIVES is read from the registry on every access, so objectives registered later are listed too.
+    if name == "OBJECTIVES":
+        return objective_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_objective(name: str) -> None:
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}")
+    get_objective(name)
 
 
 def uses_dsa(name: str) -> bool:
     """DC matches without augmentation; DSA and DM (as in the DM paper) use siamese augmentation, and
     TESLA augments its student's minibatches (unseeded-style, per sample)."""
-    check_objective(name)
-    return name in ("dsa", "dm", "tesla")
-
-
-def _build_dm(ctx: MatchContext, ipc: int, **overrides) -> DMObjective:
-    return DMObjective(DMParams(batch_real=ctx.batch_real), ctx)
-
-
-def _build_dc(ctx: MatchContext, ipc: int, outer_loop: int | None = None, inner_loop: int | None = None,
-              lr_net: float = 0.01) -> DCObjective:
-    outer, inner = loops_for_ipc(ipc)
-    params = DCParams(batch_real=ctx.batch_real, outer_loop=outer_loop or outer,
-                      inner_loop=inner_loop or inner, lr_net=lr_net)
-    return DCObjective(params, ctx)
-
-
-def _build_tesla(ctx: MatchContext, ipc: int, buffers: ExpertBuffers | str | Path | None = None,
-                 tesla: TeslaParams | None = None, **overrides) -> TeslaObjective:
-    """`buffers`: loaded ExpertBuffers or their folder; `tesla`: parameters other than the defaults."""
-    if buffers is None:
-        raise ValueError("TESLA needs expert trajectories: pass buffers (make them with `python -m engine buffers`)")
-    if not isinstance(buffers, ExpertBuffers):
-        buffers = load_buffers(buffers)
-    return TeslaObjective(tesla or TeslaParams(), ctx, buffers)
-
-
-# DC and DSA share one implementation; whether the context carries DSA parameters makes the difference.
-_BUILDERS = {"dm": _build_dm, "dc": _build_dc, "dsa": _build_dc, "tesla": _build_tesla}
+    return get_objective(name).uses_dsa
 
 
 def build_objective(name: str, ctx: MatchContext, ipc: int, **overrides):
-    check_objective(name)
-    return _BUILDERS[name](ctx, ipc, **overrides)
+    return get_objective(name).build(ctx, ipc, **overrides)
 
 
-__all__ = ["OBJECTIVES", "DCObjective", "DCParams", "DMObjective", "DMParams", "MatchContext",
-           "TeslaObjective", "TeslaParams", "build_objective", "check_objective", "dc_loss", "dm_loss",
-           "gradient_distance", "loops_for_ipc", "tesla_gradients", "uses_dsa"]
+__all__ = ["OBJECTIVES", "DCObjective", "DCParams", "DMObjective", "DMParams", "MatchContext", "ObjectiveSpec",
+           "TeslaObjective", "TeslaParams", "build_for_run", "build_objective", "check_objective", "dc_loss",
+           "dm_loss", "get_objective", "gradient_distance", "loops_for_ipc", "objective_names", "register",
+           "registered", "tesla_gradients", "unregister", "uses_dsa"]

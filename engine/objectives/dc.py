@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from .. import augment
 from .context import MatchContext, PerIterationObjective, class_pairs
+from .registry import ObjectiveSpec, register
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,27 @@ class DCObjective(PerIterationObjective):
             self.opt.zero_grad(set_to_none=True)
             F.cross_entropy(self.net(x), labels[batch]).backward()
             self.opt.step()
+
+
+def build_dc(ctx: MatchContext, ipc: int, outer_loop: int | None = None, inner_loop: int | None = None,
+             lr_net: float = 0.01) -> DCObjective:
+    """Loops not given (None) take the papers' values for the IPC."""
+    outer, inner = loops_for_ipc(ipc)
+    params = DCParams(batch_real=ctx.batch_real, outer_loop=outer_loop or outer,
+                      inner_loop=inner_loop or inner, lr_net=lr_net)
+    return DCObjective(params, ctx)
+
+
+def dc_options(config) -> dict:
+    return {"outer_loop": config.outer_loop, "inner_loop": config.inner_loop}
+
+
+# DC and DSA share one implementation; whether the context carries DSA parameters makes the difference.
+# Rates of (W+, f): paper Tables 19-21 (dd_methods_facts.md 1.4); pixel rate 0.1: the reference code's;
+# 100 steps per space: the paper's.
+register(ObjectiveSpec(
+    name="dc", label="DC: gradient matching", params=DCParams, uses_dsa=False,
+    latent_lr=(0.001, 1.0), pixel_lr=0.1, steps_per_space=100, build=build_dc, options=dc_options))
+register(ObjectiveSpec(
+    name="dsa", label="DSA: gradient matching with siamese augmentation", params=DCParams, uses_dsa=True,
+    latent_lr=(0.001, 1.0), pixel_lr=0.1, steps_per_space=100, build=build_dc, options=dc_options))

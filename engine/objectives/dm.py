@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .context import MatchContext, PerIterationObjective, class_pairs
+from .registry import ObjectiveSpec, register
 
 
 # Small chunks keep each activation in cache and reuse freed buffers: 2x faster on CPU than one big batch.
@@ -52,3 +53,17 @@ class DMObjective(PerIterationObjective):
 
     def after_update(self, current, labels: torch.Tensor, update: int) -> None:
         pass
+
+
+def build_dm(ctx: MatchContext, ipc: int, **overrides) -> DMObjective:
+    """Other objectives' keyword arguments are accepted and ignored: DM has no loops or buffers."""
+    return DMObjective(DMParams(batch_real=ctx.batch_real), ctx)
+
+
+register(ObjectiveSpec(
+    name="dm", label="DM: distribution matching", params=DMParams,
+    uses_dsa=True,  # siamese augmentation, as in the DM paper
+    latent_lr=(0.01, 10.0),  # (W+, f): paper Tables 19-21 (dd_methods_facts.md 1.4)
+    pixel_lr=1.0,  # the reference code's pixel rate
+    steps_per_space=20,  # the paper's steps per optimisation space
+    build=build_dm, options=lambda config: {}))

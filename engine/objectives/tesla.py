@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,9 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import augment
-from ..buffers import ExpertBuffers, unflatten_params
+from ..buffers import ExpertBuffers, load_buffers, unflatten_params
 from .context import MatchContext
+from .registry import ObjectiveSpec, register
 
 
 @dataclass(frozen=True)
@@ -195,3 +197,30 @@ class TeslaObjective:
             self._syn_lr.fill_(state["syn_lr"])
         self._lr_opt.load_state_dict(state["lr_optimizer"])
         self.expert, self.start = state["expert"], state["start"]
+
+
+def build_tesla(ctx: MatchContext, ipc: int, buffers: ExpertBuffers | str | Path | None = None,
+                tesla: TeslaParams | None = None, **overrides) -> TeslaObjective:
+    """`buffers`: loaded ExpertBuffers or their folder; `tesla`: parameters other than the defaults."""
+    if buffers is None:
+        raise ValueError("TESLA needs expert trajectories: pass buffers (make them with `python -m engine buffers`)")
+    if not isinstance(buffers, ExpertBuffers):
+        buffers = load_buffers(buffers)
+    return TeslaObjective(tesla or TeslaParams(), ctx, buffers)
+
+
+def tesla_options(config) -> dict:
+    """Called by RunConfig's validation too, so a run without buffers is refused before any work."""
+    if not config.buffers:
+        raise ValueError("TESLA needs expert trajectories: pass --buffers DIR (make them with `python -m engine buffers`)")
+    return {"buffers": config.buffers, "tesla": TeslaParams(
+        syn_steps=config.syn_steps, expert_epochs=config.expert_epochs, max_start_epoch=config.max_start_epoch)}
+
+
+register(ObjectiveSpec(
+    name="tesla", label="TESLA: trajectory matching (MTT, constant memory)", params=TeslaParams,
+    uses_dsa=True,  # the student's minibatches are augmented (per sample, not siamese)
+    latent_lr=(10.0, 1e4),  # (W+, f): paper Tables 19-21 (dd_methods_facts.md 1.4)
+    pixel_lr=1000.0,  # MTT's pixel rate
+    steps_per_space=100,  # the paper's steps per optimisation space
+    build=build_tesla, options=tesla_options))
