@@ -1,77 +1,111 @@
 """The configuration of one distillation run: a frozen dataclass, validated before any work starts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import Field, dataclass, field, fields
 
-from .. import objectives
 from ..data import dataset_info
 from ..evaluate import PROTOCOLS
 from ..nets import list_networks
+from ..objectives import get_objective, objective_names
+from ..streams import MAX_SEED
 
 METHODS = ("hpd", "glad", "pixel")
 SELECTIONS = ("distance", "loss", "last")
 INITS = ("avg", "random", "real", "noise")  # avg/random: GAN latents; real/noise: pixels
 SG_BATCH = ("auto", "single", "chunked")
 
-# Learning rates of (W+ latents, f-latents) per objective: paper Tables 19-21 (dd_methods_facts.md 1.4).
-LATENT_LR = {"dm": (0.01, 10.0), "dc": (0.001, 1.0), "dsa": (0.001, 1.0), "tesla": (10.0, 1e4)}
-# Pixel learning rates of the reference code (DM 1.0, DC/DSA 0.1), and MTT's for pixels (1000).
-PIXEL_LR = {"dm": 1.0, "dc": 0.1, "dsa": 0.1, "tesla": 1000.0}
-# Steps per optimisation space in the paper: 20 for DM, 100 for TESLA and DSA.
-STEPS_PER_SPACE = {"dm": 20, "dc": 100, "dsa": 100, "tesla": 100}
 DEFAULT_GENERATOR = {"fashion-mnist": "embedded:fashion-mnist"}
 DEFAULT_CLASSIFIER = {"fashion-mnist": "embedded:fashion-mnist"}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    method: str = "hpd"
-    objective: str = "dm"
-    generator: str | None = None        # None: the dataset's embedded prior
-    classifier: str | None = None       # proxy for the CAM distance; None: the dataset's default
-    ipc: int = 1
-    steps_per_space: int | None = None  # None: the paper's value for the objective
-    layers_per_space: int = 2
-    first_cut: int = 0
-    last_cut: int | None = None         # None: the pixels
-    glad_cut: int | None = None         # GLaD's fixed cut; None: the middle cut
-    glad_steps: int | None = None       # None: H-PD's total steps on the same generator
-    lr_w: float | None = None
-    lr_f: float | None = None           # the f-latents, or the pixels for method pixel
-    lr_pixel: float | None = None       # a GAN run's pixel space (its last); None: the Pixel method's rate
-    momentum: float = 0.5
-    f_clip: float | None = None         # clip f to [-f_clip, f_clip] at init and after each advance;
-                                        # None: the generator's own bound (StyleGAN-XL 10, embedded none)
-    init: str | None = None             # None: avg for GAN methods, real for pixel
-    mean_ws_samples: int = 1000
-    selection: str | None = None        # None: distance for hpd, last for glad and pixel
-    accuracy_pick: bool = False         # evaluate each space on held-out data and keep the best
-    holdout_per_class: int = 100
-    eval_model: str = "convnet"
-    eval_repeats: int = 1
-    eval_epochs: int = 300
-    eval_protocol: str = "dc"
-    distance_real_per_class: int = 100
-    batch_real: int = 256
-    net: str = "convnet"                # the matching network of the objective
-    outer_loop: int | None = None
-    inner_loop: int | None = None
-    buffers: str | None = None          # TESLA expert buffer folder
-    syn_steps: int = 20                 # TESLA student steps per match (MTT's names and defaults)
-    expert_epochs: int = 3
-    max_start_epoch: int = 5
-    sg_batch: str = "auto"
-    sg_chunk: int = 10
-    preview_every: int = 5
-    seed: int = 0
-    device: str = "cpu"
+    """One run's settings. Every field is a `distill` flag (`ipc` -> --ipc); its metadata["help"] is the
+    flag's help, a string or, where it lists the registered objectives, a function giving one."""
+
+    dataset: str = field(default="fashion-mnist", metadata={
+        "help": "dataset name (python -m engine datasets lists them)"})
+    data_root: str | None = field(default=None, metadata={
+        "help": "folder holding the dataset files (default: the dataset's usual place)"})
+    method: str = field(default="hpd", metadata={
+        "help": "hpd (layer by layer), glad (one fixed cut) or pixel (no GAN)"})
+    objective: str = field(default="dm", metadata={"help": lambda: _objective_help()})
+    generator: str | None = field(default=None, metadata={  # None: the dataset's embedded prior
+        "help": "embedded:fashion-mnist or a StyleGAN-XL .pkl path (default: the dataset's embedded prior)"})
+    classifier: str | None = field(default=None, metadata={  # proxy for the CAM distance; None: the dataset's
+        "help": "proxy classifier for the CAM distance (default: the dataset's; torchvision:resnet18[=path])"})
+    ipc: int = field(default=1, metadata={"help": "synthetic images per class"})
+    steps_per_space: int | None = field(default=None, metadata={  # None: the objective's value
+        "help": lambda: "optimisation steps per space (default: the objective's, "
+                        + _per_objective(lambda s: str(s.steps_per_space)) + ")"})
+    layers_per_space: int = field(default=2, metadata={"help": "generator cuts per optimisation space (paper: 2)"})
+    first_cut: int = field(default=0, metadata={"help": "first generator cut H-PD optimises at"})
+    last_cut: int | None = field(default=None, metadata={"help": "last cut (default: the pixels)"})
+    glad_cut: int | None = field(default=None, metadata={"help": "GLaD's fixed cut (default: the middle one)"})
+    glad_steps: int | None = field(default=None, metadata={
+        "help": "GLaD's steps (default: H-PD's total on the same generator)"})
+    lr_w: float | None = field(default=None, metadata={
+        "help": "learning rate of the W+ latents (default: the generator's tuned rate, else the paper's)"})
+    lr_f: float | None = field(default=None, metadata={
+        "help": "learning rate of the f-latents, or of the pixels for --method pixel"})
+    lr_pixel: float | None = field(default=None, metadata={  # a GAN run's pixel space (its last)
+        "help": lambda: "learning rate of a GAN run's pixel space (default: the generator's tuned IPC 1 rate "
+                        "times the IPC, embedded DM 0.1, TESLA 100; else the Pixel method's, "
+                        + _per_objective(lambda s: f"{s.pixel_lr:g}") + ")"})
+    momentum: float = field(default=0.5, metadata={"help": "SGD momentum of the latents"})
+    f_clip: float | None = field(default=None, metadata={
+        "help": "clip f to [-f_clip, f_clip] at init and after each advance (default: the generator's own: "
+                "StyleGAN-XL 10, embedded none)"})
+    init: str | None = field(default=None, metadata={
+        "help": "avg (average-noise latents) or random for GAN methods (default: avg at IPC 1, random above: "
+                "averaged latents make a class's images near-copies); real (default) or noise for pixel"})
+    mean_ws_samples: int = field(default=1000, metadata={
+        "help": "noises averaged per image by the average-noise initialisation"})
+    selection: str | None = field(default=None, metadata={
+        "help": "distance (class-relevant CAM distance), loss or last (default: distance for hpd, else last)"})
+    accuracy_pick: bool = field(default=False, metadata={
+        "help": "evaluate every space on held-out training images and keep the best"})
+    holdout_per_class: int = field(default=100, metadata={
+        "help": "training images per class held out for --accuracy-pick"})
+    eval_model: str = field(default="convnet", metadata={"help": "network of the per-space evaluation"})
+    eval_repeats: int = field(default=1, metadata={"help": "networks per per-space evaluation"})
+    eval_epochs: int = field(default=300, metadata={"help": "epochs of the per-space evaluation"})
+    eval_protocol: str = field(default="dc", metadata={"help": "protocol of the per-space evaluation (glad or dc)"})
+    distance_real_per_class: int = field(default=100, metadata={
+        "help": "real images per class for the distance's real side"})
+    distance: bool = field(default=True, metadata={
+        "help": "measure the class-relevant distance after every step on every run (the selection basis only "
+                "decides which step each space keeps); --no-distance switches it off for speed"})
+    batch_real: int = field(default=256, metadata={"help": "real images per class per matching step"})
+    net: str = field(default="convnet", metadata={"help": "matching network of the objective"})
+    outer_loop: int | None = field(default=None, metadata={"help": "DC/DSA updates per step (default by IPC: 1 or 10)"})
+    inner_loop: int | None = field(default=None, metadata={
+        "help": "DC/DSA network epochs between updates (default by IPC: 1 or 50)"})
+    buffers: str | None = field(default=None, metadata={
+        "help": "expert trajectory folder for TESLA (python -m engine buffers)"})
+    syn_steps: int = field(default=20, metadata={  # MTT's names and defaults
+        "help": "TESLA: student steps on the synthetic images per match"})
+    expert_epochs: int = field(default=3, metadata={
+        "help": "TESLA: expert epochs the student steps are matched against"})
+    max_start_epoch: int = field(default=5, metadata={
+        "help": "TESLA: start epochs are drawn from [0, max_start_epoch); needs trajectories of at least "
+                "max_start_epoch + expert_epochs - 1 epochs"})
+    sg_batch: str = field(default="auto", metadata={
+        "help": "generator gradient: auto (by a memory estimate), single (one pass) or chunked (two passes)"})
+    sg_chunk: int = field(default=10, metadata={"help": "images per chunk of the chunked scheme"})
+    preview_every: int = field(default=5, metadata={"help": "render preview images every N steps"})
+    seed: int = field(default=0, metadata={"help": f"random seed, 0 to {MAX_SEED} (same seed and device, same result)"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
 
     def __post_init__(self):
+        _check_types(self)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         dataset_info(self.dataset)
         _choice("method", self.method, METHODS)
-        _choice("objective", self.objective, objectives.OBJECTIVES)
+        spec = get_objective(self.objective)
         _choice("selection", self.selection, SELECTIONS, optional=True)
         _choice("init", self.init, INITS, optional=True)
         _choice("sg-batch", self.sg_batch, SG_BATCH)
@@ -91,8 +125,13 @@ class RunConfig:
             raise ValueError("--init avg/random are GAN latents; the pixel method takes real or noise")
         if self.method != "pixel" and self.init in ("real", "noise"):
             raise ValueError("--init real/noise are for the pixel method; GAN methods take avg or random")
-        if self.objective == "tesla" and not self.buffers:
-            raise ValueError("TESLA needs expert trajectories: pass --buffers DIR (make them with `python -m engine buffers`)")
+        if not self.distance and self.selection_basis == "distance":
+            if self.selection is None:  # H-PD's default basis
+                raise ValueError("--method hpd selects by the class-relevant distance unless told otherwise; drop "
+                                 "--no-distance or choose --selection loss or last")
+            raise ValueError("--selection distance needs the class-relevant distance; drop --no-distance or "
+                             "choose --selection loss or last")
+        spec.options(self)  # what the objective needs from the config (TESLA: --buffers), refused here
 
     @property
     def generator_spec(self) -> str:
@@ -110,7 +149,7 @@ class RunConfig:
 
     @property
     def steps(self) -> int:
-        return self.steps_per_space or STEPS_PER_SPACE[self.objective]
+        return self.steps_per_space or get_objective(self.objective).steps_per_space
 
     @property
     def selection_basis(self) -> str:
@@ -131,8 +170,10 @@ class RunConfig:
         """(lr of the W+ latents, lr of f) for one space: the user's values first, then the generator's
         `tuned` rates per objective, then the paper's (which were tuned on StyleGAN-XL). A space at the
         pixels optimises images, not features, and takes the pixel rate: the user's, the generator's
-        `tuned_pixel` one (set at IPC 1, scaled by the IPC), else the Pixel method's."""
-        lr_w, lr_f = (tuned or {}).get(self.objective, LATENT_LR[self.objective])
+        `tuned_pixel` one (set at IPC 1, scaled by the IPC), else the Pixel method's (the objective's
+        `pixel_lr`; the paper's latent rates are its `latent_lr`)."""
+        spec = get_objective(self.objective)
+        lr_w, lr_f = (tuned or {}).get(self.objective, spec.latent_lr)
         lr_w = self.lr_w if self.lr_w is not None else lr_w
         if not pixels:
             return lr_w, self.lr_f if self.lr_f is not None else lr_f
@@ -142,7 +183,7 @@ class RunConfig:
             return lr_w, self.lr_f
         tuned_rate = (tuned_pixel or {}).get(self.objective)
         if tuned_rate is None:
-            return lr_w, PIXEL_LR[self.objective]
+            return lr_w, spec.pixel_lr
         # Every objective's gradient per image is a mean over the class's (TESLA: the set's) synthetic images,
         # so IPC n moves each image n times less: a rate tuned at IPC 1 is scaled to keep the step per image.
         return lr_w, tuned_rate * self.ipc
@@ -153,3 +194,43 @@ def _choice(what: str, value, valid, optional: bool = False) -> None:
         return
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(valid)}")
+
+
+def field_help(f: Field) -> str:
+    """A RunConfig field's one-line help ("" if it has none)."""
+    text = f.metadata.get("help", "")
+    return text() if callable(text) else text
+
+
+def _objective_help() -> str:
+    specs = [get_objective(name) for name in objective_names()]
+    return f"one of: {', '.join(s.name for s in specs)} ({'; '.join(s.label for s in specs)})"
+
+
+def _per_objective(value) -> str:
+    """`value(spec)` for every registered objective: "dm 20, dc 100, ..."."""
+    return ", ".join(f"{name} {value(get_objective(name))}" for name in objective_names())
+
+
+def _kind(f: Field) -> str:
+    """The field's base type as written in the annotation: bool, int, float or str."""
+    return str(f.type).split("|")[0].strip()
+
+
+def _check_types(config: RunConfig) -> None:
+    """Refuse values of the wrong type before anything compares them (JSON and Python callers can send any)."""
+    for f in fields(config):
+        value, flag, kind = getattr(config, f.name), "--" + f.name.replace("_", "-"), _kind(f)
+        if value is None:
+            if "None" in str(f.type):
+                continue
+            raise ValueError(f"{flag} needs a value, got None")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise ValueError(f"{flag} must be a whole number, got {value!r}")
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{flag} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value!r}")
