@@ -10,66 +10,31 @@ from tqdm import tqdm
 
 from ..data import DatasetError
 from ..run import Run, RunConfig, RunController, SpaceEndEvent, StepEvent
+from ..run.config import field_help
 from .common import UserError, add_common, apply_threads, fail, resolve_device
 
 HELP = "distil a dataset with H-PD, GLaD or Pixel into a run folder (resumable with --resume)"
 
-# One line of help per RunConfig field; the flags themselves are derived from the dataclass.
-FIELD_HELP = {
-    "dataset": "dataset name (python -m engine datasets lists them)",
-    "data_root": "folder holding the dataset files (default: the dataset's usual place)",
-    "method": "hpd (layer by layer), glad (one fixed cut) or pixel (no GAN)",
-    "objective": "dm, dc, dsa or tesla",
-    "generator": "embedded:fashion-mnist or a StyleGAN-XL .pkl path (default: the dataset's embedded prior)",
-    "classifier": "proxy classifier for the CAM distance (default: the dataset's; torchvision:resnet18[=path])",
-    "ipc": "synthetic images per class",
-    "steps_per_space": "optimisation steps per space (default: the paper's, DM 20, DC/DSA/TESLA 100)",
-    "layers_per_space": "generator cuts per optimisation space (paper: 2)",
-    "first_cut": "first generator cut H-PD optimises at",
-    "last_cut": "last cut (default: the pixels)",
-    "glad_cut": "GLaD's fixed cut (default: the middle one)",
-    "glad_steps": "GLaD's steps (default: H-PD's total on the same generator)",
-    "lr_w": "learning rate of the W+ latents (default: the generator's tuned rate, else the paper's)",
-    "lr_f": "learning rate of the f-latents, or of the pixels for --method pixel",
-    "lr_pixel": "learning rate of a GAN run's pixel space (default: the generator's tuned IPC 1 rate times the "
-                "IPC, embedded DM 0.1, TESLA 100; else the Pixel method's, DM 1, DC/DSA 0.1, TESLA 1000)",
-    "momentum": "SGD momentum of the latents",
-    "f_clip": "clip f to [-f_clip, f_clip] at init and after each advance (default: the generator's own: StyleGAN-XL 10, embedded none)",
-    "init": "avg (average-noise latents) or random for GAN methods (default: avg at IPC 1, random above: "
-            "averaged latents make a class's images near-copies); real (default) or noise for pixel",
-    "mean_ws_samples": "noises averaged per image by the average-noise initialisation",
-    "selection": "distance (class-relevant CAM distance), loss or last (default: distance for hpd, else last)",
-    "accuracy_pick": "evaluate every space on held-out training images and keep the best",
-    "holdout_per_class": "training images per class held out for --accuracy-pick",
-    "eval_model": "network of the per-space evaluation",
-    "eval_repeats": "networks per per-space evaluation",
-    "eval_epochs": "epochs of the per-space evaluation",
-    "eval_protocol": "protocol of the per-space evaluation (glad or dc)",
-    "distance_real_per_class": "real images per class for the distance's real side",
-    "batch_real": "real images per class per matching step",
-    "net": "matching network of the objective",
-    "outer_loop": "DC/DSA updates per step (default by IPC: 1 or 10)",
-    "inner_loop": "DC/DSA network epochs between updates (default by IPC: 1 or 50)",
-    "buffers": "expert trajectory folder for TESLA (python -m engine buffers)",
-    "syn_steps": "TESLA: student steps on the synthetic images per match",
-    "expert_epochs": "TESLA: expert epochs the student steps are matched against",
-    "max_start_epoch": "TESLA: start epochs are drawn from [0, max_start_epoch); needs trajectories of at least max_start_epoch + expert_epochs - 1 epochs",
-    "sg_batch": "generator gradient: auto (by a memory estimate), single (one pass) or chunked (two passes)",
-    "sg_chunk": "images per chunk of the chunked scheme",
-    "preview_every": "render preview images every N steps",
-}
 COMMON = {"seed", "device"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field, its help from the field's metadata. Every flag defaults to None, so
+    `_config_and_dir` passes on only what the user gave: a bool field defaulting to False is `--flag`
+    (True when given), one defaulting to True is `--no-flag` (False when given)."""
     for f in fields(RunConfig):
         if f.name in COMMON:
             continue
         flag = "--" + f.name.replace("_", "-")
+        help_ = field_help(f).replace("%", "%%")  # argparse %-formats help texts
         if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", help=FIELD_HELP[f.name])
+            if f.default is True:
+                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=None,
+                               help=help_)
+            else:
+                p.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_)
         else:
-            p.add_argument(flag, type=_parser_type(f), default=None, help=FIELD_HELP[f.name])
+            p.add_argument(flag, type=_parser_type(f), default=None, help=help_)
     p.add_argument("--iterations", type=int, default=None,
                    help="for pixel and glad: the total steps (same as --steps-per-space / --glad-steps)")
     p.add_argument("--lr", type=float, default=None, help="alias of --lr-f")
@@ -101,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if not finished:
         return 1
-    s = run_.spaces[run_.selected_space]
-    print(f"selected space {s.index} ({s.name}, {run_.selection_reason}); wrote {run_dir}/synthetic.pt, images/, "
+    st = run_.state
+    s = st.spaces[st.selected_space]
+    print(f"selected space {s.index} ({s.name}, {st.selection_reason}); wrote {run_dir}/synthetic.pt, images/, "
           f"grid.png, run.json")
     return 0
 
@@ -115,9 +81,10 @@ def _config_and_dir(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         return RunConfig(**json.loads(meta.read_text())["config"]), args.resume
     if args.out is None:
         raise UserError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one.")
-    # `is`, not `in`: 0 == False, and an explicit `--ipc 0` must reach validation, not vanish.
+    # Every flag defaults to None (add_arguments): what is not None the user gave, including `--ipc 0`
+    # (which must reach validation, not vanish) and `--no-distance` (False).
     given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in COMMON}
-    values = {k: v for k, v in given.items() if v is not None and v is not False}
+    values = {k: v for k, v in given.items() if v is not None}
     if args.lr is not None:
         values["lr_f"] = args.lr
     if args.iterations is not None:
@@ -154,8 +121,8 @@ def _drive(run_: Run) -> bool:
         if isinstance(event, StepEvent):
             bar = bars.get(event.space)
             if bar is None:
-                name = run_.spaces[event.space].name
-                bar = bars[event.space] = tqdm(total=run_.steps_per_space, desc=f"space {event.space} {name}",
+                name = run_.ctx.plan[event.space].name
+                bar = bars[event.space] = tqdm(total=run_.ctx.steps_per_space, desc=f"space {event.space} {name}",
                                                unit="step", leave=False)
             bar.update(1)
             bar.set_postfix(loss=_fmt(event.loss), dist=_fmt(event.distance))
@@ -163,7 +130,7 @@ def _drive(run_: Run) -> bool:
             if event.space in bars:
                 bars.pop(event.space).close()
             acc = "" if event.accuracy is None else f", held-out accuracy {100 * event.accuracy:.1f}%"
-            tqdm.write(f"space {event.space}/{len(run_.spaces) - 1} {run_.spaces[event.space].name}: best step "
+            tqdm.write(f"space {event.space}/{len(run_.ctx.plan) - 1} {run_.ctx.plan[event.space].name}: best step "
                        f"{event.best_step}, distance {_fmt(event.best_distance)}{acc}")
 
     run_.prepare()
@@ -173,10 +140,10 @@ def _drive(run_: Run) -> bool:
     controller.wait()
     for bar in bars.values():
         bar.close()
-    if run_.state == "failed":
+    if run_.status == "failed":
         raise UserError(f"the run failed: {_last_error(run_)}; it can continue from its last finished space "
                         f"with --resume {run_.run_dir}")
-    return run_.state == "finished"
+    return run_.status == "finished"
 
 
 def _last_error(run_: Run) -> str:
