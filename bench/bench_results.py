@@ -106,13 +106,13 @@ def run_case(suite: Suite, case: Case, args: argparse.Namespace) -> dict:
         return evaluate_on_test(saved["images"], saved["labels"], args) | {"space": space}
 
     # The accuracy-picked space (held-out data), and the last space as the journey alone leaves it.
-    last = len(run.spaces) - 1
-    tests = {"picked": test_of(run.selected_space)}
-    tests["last"] = tests["picked"] if run.selected_space == last else test_of(last)
+    last = len(run.state.spaces) - 1
+    tests = {"picked": test_of(run.state.selected_space)}
+    tests["last"] = tests["picked"] if run.state.selected_space == last else test_of(last)
     spaces = [{"cuts": list(s.cuts), "distances": s.distances, "losses": s.losses, "best_step": s.best_step,
-               "heldout_accuracy": s.accuracy} for s in run.spaces]
+               "heldout_accuracy": s.accuracy} for s in run.state.spaces]
     return {"case": asdict(case), "config": asdict(config), "test": tests, "spaces": spaces,
-            "distill_wall_s": distill_s, "run_elapsed_s": run.elapsed_s, "wall_s": time.perf_counter() - wall,
+            "distill_wall_s": distill_s, "run_elapsed_s": run.state.elapsed_s, "wall_s": time.perf_counter() - wall,
             "cpu_s": time.process_time() - cpu, "threads": torch.get_num_threads(), "load_after": os.getloadavg()}
 
 

@@ -37,9 +37,9 @@ def run_pair(args: argparse.Namespace, lr_w: float, lr_f: float) -> dict:
         while run.step():
             pass
     spaces = [{"cuts": list(s.cuts), "first_distance": s.distances[0], "best_distance": s.best_distance,
-               "best_step": s.best_step, "accuracy": s.accuracy} for s in run.spaces]
-    return {"lr_w": lr_w, "lr_f": lr_f, "spaces": spaces, "best_accuracy": max(s.accuracy for s in run.spaces),
-            "selected_space": run.selected_space, "pixel_lr": run.spaces[-1].lr_f,
+               "best_step": s.best_step, "accuracy": s.accuracy} for s in run.state.spaces]
+    return {"lr_w": lr_w, "lr_f": lr_f, "spaces": spaces, "best_accuracy": max(s.accuracy for s in run.state.spaces),
+            "selected_space": run.state.selected_space, "pixel_lr": run.state.spaces[-1].lr_f,
             "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
             "threads": torch.get_num_threads(), "load_after": os.getloadavg()}
 

@@ -45,7 +45,7 @@ def run_rate(args: argparse.Namespace, rate: float, pixel_cut: int) -> dict:
         run = Run(config, Path(tmp) / "run")
         while run.step():
             pass
-    (space,) = run.spaces
+    (space,) = run.state.spaces
     return {"lr_pixel": rate, "heldout_accuracy": space.accuracy, "losses": space.losses,
             "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
             "threads": torch.get_num_threads(), "load": os.getloadavg()}

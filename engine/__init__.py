@@ -12,6 +12,7 @@ _EXPORTS = {
     "Event": "engine.run", "StateEvent": "engine.run", "StepEvent": "engine.run", "SpaceEndEvent": "engine.run",
     "SelectedEvent": "engine.run", "ExportedEvent": "engine.run", "ErrorEvent": "engine.run",
     "read_events": "engine.run", "read_space_file": "engine.run", "export_space": "engine.run",
+    "PlanEvent": "engine.run", "SpaceStartEvent": "engine.run", "from_json": "engine.run", "is_live": "engine.run",
     "METHODS": "engine.run", "SELECTIONS": "engine.run",
     "OBJECTIVES": "engine.objectives",
     "list_datasets": "engine.data", "dataset_info": "engine.data", "DatasetError": "engine.data",

@@ -1,5 +1,6 @@
-"""Run folders on disk (this server's or the CLI's) read back into a Snapshot: run.json for the plan and
-scores, events.jsonl for the curves, spaces/space_XX.pt for each finished layer's images."""
+"""Run folders on disk (this server's or the CLI's) read back into a Snapshot by replaying events.jsonl
+through the live reducers; spaces/space_XX.pt give each finished layer's images, run.json only the
+export's provenance (and the plan of folders older than plan events)."""
 from __future__ import annotations
 
 import json
@@ -7,11 +8,14 @@ import threading
 import time
 from pathlib import Path
 
-from engine import RunConfig, dataset_info, export_files, read_events, read_space_file
+from dataclasses import replace
+
+from engine import (Event, PlanEvent, RunConfig, SpaceEndEvent, dataset_info, export_files, from_json, is_live,
+                    read_space_file)
 
 from .bundle import zip_export
-from .reduce import to_uint8
-from .snapshot import TERMINAL, CurvePoint, Snapshot, SpaceView
+from .reduce import reduce
+from .snapshot import TERMINAL, Snapshot
 
 FOLLOW_EVERY_S = 1.0  # how often an unfinished folder's files are checked for news
 
@@ -35,53 +39,78 @@ def run_folder(runs_dir: Path, name: str) -> Path:
     return path
 
 
-def _curve(events: list[dict], steps_per_space: int) -> tuple[CurvePoint, ...]:
-    points: dict[int, CurvePoint] = {}  # by x: a resumed run repeats steps; the later one wins
-    for e in events:
-        if e.get("kind") == "step":
-            x = e["space"] * steps_per_space + e["step"]
-            points[x] = CurvePoint(x, e["space"], e.get("distance"), e.get("loss"))
-    return tuple(points[x] for x in sorted(points))
+def _plan_from_meta(meta: dict) -> PlanEvent:
+    """A plan for folders written before runs announced theirs (run.json carries the same facts)."""
+    cfg, data = meta["config"], meta["dataset"]
+    spaces = tuple({"index": s["index"], "cuts": s["cuts"], "name": s["name"], "shape": []} for s in meta["spaces"])
+    return PlanEvent(meta["method"], cfg["objective"], meta.get("selection_basis", ""), cfg["ipc"], data["name"],
+                     tuple(data["classes"]), tuple(data["mean"]), tuple(data["std"]), spaces, meta["steps_per_space"],
+                     True)
 
 
-def load_folder(run_id: str, run_dir: Path) -> tuple[Snapshot, dict, dict]:
-    """(snapshot, {space index: (normalised images, labels)}, run.json) of a run folder."""
-    meta = json.loads((run_dir / "run.json").read_text())
-    info = dataset_info(meta["config"]["dataset"])
-    sps = meta["steps_per_space"]
-    tensors, views = {}, []
-    for record in meta["spaces"]:
-        k = record["index"]
-        if not (run_dir / "spaces" / f"space_{k:02d}.pt").is_file():
-            continue
-        saved = read_space_file(run_dir, k)
-        tensors[k] = (saved["images"], saved["labels"])
-        views.append(SpaceView(k, record["name"], record["best_step"], record["best_distance"], record["accuracy"],
-                               to_uint8(saved["images"], info)))
-    events = read_events(run_dir / "events.jsonl")
-    curve = _curve(events, sps)
-    last = curve[-1] if curve else None
-    # run.json is rewritten at layer ends and state changes, the event log at every step.
-    steps_done = max([meta["steps_done"]] + [e["steps_done"] for e in events if e.get("kind") == "step"])
-    shown = meta.get("selected_space")
-    shown = shown if shown in tensors else (views[-1].index if views else None)
-    exported = run_dir / "synthetic.pt"
-    snap = Snapshot(
-        run_id, meta["method"], state=meta["state"], source="folder", layers=tuple(s["name"] for s in meta["spaces"]),
-        steps_per_space=sps, class_names=tuple(meta["dataset"]["classes"]), ipc=meta["config"]["ipc"],
-        space=last.space if last else 0, step=(last.x - last.space * sps) if last else 0,
-        steps_done=steps_done, elapsed_s=meta.get("elapsed_s", 0.0), curve=curve, spaces=tuple(views),
-        preview=views[[v.index for v in views].index(shown)].images if shown is not None else None,
-        preview_version=1, selected_space=meta.get("selected_space"), selection_reason=meta.get("selection_reason"),
-        export_path=str(exported) if exported.is_file() else None,
-        message=next((e["message"] for e in reversed(events) if e.get("kind") == "error"), ""))
-    if shown is not None:
-        tensors["preview"] = tensors[shown]
-    return snap, tensors, meta
+class EventLog:
+    """events.jsonl read incrementally: each call returns the typed events appended since the last one,
+    with each finished space's images loaded from its file (what a live run's events carry in memory)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.path = run_dir / "events.jsonl"
+        self._offset = 0
+
+    def restarted(self) -> bool:
+        """True if the log shrank (a resumed run dropped its interrupted space): replay from the start."""
+        try:
+            return self.path.stat().st_size < self._offset
+        except FileNotFoundError:
+            return self._offset > 0
+
+    def reset(self) -> None:
+        self._offset = 0
+
+    def new_events(self) -> list[Event]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a writer may be half-way through a line
+        self._offset += len(complete)
+        out = []
+        for line in complete.decode().splitlines():
+            try:
+                event = from_json(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if event is not None:
+                out.append(self._with_images(event))
+        return out
+
+    def _with_images(self, event: Event) -> Event:
+        if isinstance(event, SpaceEndEvent) and (self.run_dir / event.selected_file).is_file():
+            return replace(event, images=read_space_file(self.run_dir, event.space)["images"])
+        return event
+
+
+def load_folder(run_id: str, run_dir: Path, log: EventLog, snap: Snapshot | None = None) -> Snapshot:
+    """The snapshot of a run folder: the same reducers as a live run, over the folder's event log."""
+    if snap is None or log.restarted():
+        log.reset()
+        snap = Snapshot(run_id, "", source="folder")
+    events = log.new_events()
+    if not snap.layers and not any(isinstance(e, PlanEvent) for e in events):
+        snap = reduce(snap, _plan_from_meta(json.loads((run_dir / "run.json").read_text())))
+    for event in events:
+        snap = reduce(snap, event)
+    if snap.state not in TERMINAL and is_live(run_dir) is False:
+        # Nobody holds the folder's lock: the process that wrote it ended before the run did.
+        snap = snap.evolve(state="interrupted", message="the run was interrupted before it ended (its process "
+                           f"stopped); continue it with `python -m engine distill --resume {run_dir}`")
+    return snap
 
 
 def _stamp(run_dir: Path) -> tuple:
-    """What changes when a writer adds a step (events.jsonl) or finishes a layer or a state (run.json)."""
+    """What changes when a writer adds an event (events.jsonl) or rewrites run.json."""
     stamp = []
     for path in (run_dir / "events.jsonl", run_dir / "run.json"):
         try:
@@ -100,8 +129,10 @@ class FolderJob:
         self.run_id, self.owner, self.run_dir = run_id, owner, run_dir
         self._lock = threading.Lock()
         self._clock = clock
+        self._log = EventLog(run_dir)
+        self._user_pick: int | None = None
         self._stamp, self._checked = _stamp(run_dir), clock()
-        self._snap, self._tensors, self._meta = load_folder(run_id, run_dir)
+        self._snap = load_folder(run_id, run_dir, self._log)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -109,19 +140,17 @@ class FolderJob:
         return self._snap
 
     def _follow(self) -> None:
-        """Re-read a folder that another process (a CLI run, another server) is still writing."""
+        """Read what another process (a CLI run, another server) has added to the folder since."""
         if self._snap.state in TERMINAL or self._clock() - self._checked < FOLLOW_EVERY_S:
             return
         with self._lock:
             self._checked, stamp = self._clock(), _stamp(self.run_dir)
             if stamp == self._stamp:
                 return
-            old = self._snap
             self._stamp = stamp
-            self._snap, self._tensors, self._meta = load_folder(self.run_id, self.run_dir)
-            self._snap = self._snap.evolve(preview_version=old.preview_version + 1)
-        if old.selection_reason == "user" and old.selected_space in self._tensors:
-            self.select_layer(old.selected_space)  # the user's pick outlives the reload
+            self._snap = load_folder(self.run_id, self.run_dir, self._log, self._snap)
+        if self._user_pick is not None:
+            self.select_layer(self._user_pick)  # the user's pick outlives the writer's own selection
 
     def _not_live(self, what: str) -> None:
         raise ValueError(f"{what} needs a live run; {self.run_dir.name} was opened from disk (browse, pick a layer, export)")
@@ -138,31 +167,40 @@ class FolderJob:
     def stop(self) -> None:
         self._not_live("Stop")
 
+    def _saved(self) -> list[int]:
+        return [v.index for v in self._snap.spaces if v.images is not None]
+
     def select_layer(self, space: int) -> None:
-        if space not in self._tensors:
-            raise ValueError(f"layer {space} has no saved selection in {self.run_dir.name}; "
-                             f"saved: {sorted(k for k in self._tensors if isinstance(k, int))}")
+        if space not in self._saved():
+            raise ValueError(f"layer {space} has no saved selection in {self.run_dir.name}; saved: {self._saved()}")
         with self._lock:
-            self._tensors["preview"] = self._tensors[space]
+            self._user_pick = space
             view = next(v for v in self._snap.spaces if v.index == space)
             self._snap = self._snap.evolve(selected_space=space, selection_reason="user", preview=view.images,
                                            preview_version=self._snap.preview_version + 1)
 
     def export(self) -> Path:
-        space = self._snap.selected_space
-        if space is None or space not in self._tensors:
+        snap = self._snap
+        space = snap.selected_space if snap.selected_space in self._saved() else (self._saved() or [None])[-1]
+        if space is None:
             raise ValueError(f"{self.run_dir.name} has no finished layer to export")
+        meta = json.loads((self.run_dir / "run.json").read_text())
         saved = read_space_file(self.run_dir, space)
-        info = dataset_info(self._meta["config"]["dataset"])
-        path = export_files(self.run_dir, saved, info, self._meta | {"exported_space": space})
+        path = export_files(self.run_dir, saved, dataset_info(meta["config"]["dataset"]),
+                            meta | {"exported_space": space})
         zip_export(self.run_dir)
         with self._lock:
             self._snap = self._snap.evolve(export_path=str(path))
         return path
 
     def cam_input(self, key):
-        entry = self._tensors.get(key)
-        if entry is None:
-            return None
-        config = RunConfig(**self._meta["config"])
-        return entry[0], entry[1], config.classifier_spec, config.dataset
+        snap = self._snap
+        space = snap.selected_space if key == "preview" else key
+        if space not in self._saved():
+            saved = self._saved()
+            if key != "preview" or not saved:
+                return None
+            space = saved[-1]
+        config = RunConfig(**json.loads((self.run_dir / "run.json").read_text())["config"])
+        saved = read_space_file(self.run_dir, space)
+        return saved["images"], saved["labels"], config.classifier_spec, config.dataset

@@ -8,10 +8,13 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import Run, RunController, export_space
+import torch
+
+from engine import Run, RunController
 
 from . import browse
 from .bundle import zip_export
@@ -21,7 +24,7 @@ from .devicequeue import DeviceQueue
 from .reduce import reduce
 from .snapshot import TERMINAL, Snapshot
 
-PAUSE_WAIT_S = 120.0  # export pauses a running run; a step on a big generator can take this long
+EXPORT_WAIT_S = 120.0  # an export waits for the step in flight; a step on a big generator can take this long
 # A finished run holds its data, generator and proxy in memory: once nobody has asked about it for this
 # long it is released (its folder stays and opens again). Live runs that are not finished are never released.
 IDLE_RELEASE_S = 6 * 3600.0
@@ -63,7 +66,7 @@ class LiveJob:
             if hasattr(event, "selected_file"):
                 self._tensors[event.space] = images
         with self._lock:
-            self._snap = reduce(self._snap, event, self.run)
+            self._snap = reduce(self._snap, event)
             done = self._snap.state in TERMINAL
         if done:
             self._queue.release(self)
@@ -75,22 +78,27 @@ class LiveJob:
                                            message="loading data, generator and proxy")
         self.controller.start(paused=self._start_paused)
 
-    def _set(self, **changes) -> None:
+    def _pending(self, state: str, when: tuple[str, ...]) -> None:
+        """Show what a command will do once the step in flight ends ("pausing", "stopping")."""
         with self._lock:
-            self._snap = self._snap.evolve(**changes)
+            if self._snap.state in when:
+                self._snap = self._snap.evolve(state=state)
 
     # ----------------------------------------------------------- commands
+    # Every command returns at once: the controller applies it between two steps.
     def pause(self) -> None:
         if not self._launched:
             self._start_paused = True
             return
         self.controller.pause()
+        self._pending("pausing", ("running",))
 
     def resume(self) -> None:
         if not self._launched:
             self._start_paused = False
             return
         self.controller.resume()
+        self._pending("running", ("pausing",))
 
     def step(self) -> None:
         if self._snap.state != "paused":
@@ -99,44 +107,44 @@ class LiveJob:
 
     def stop(self) -> None:
         if self._queue.cancel(self):
-            self._set(state="stopped", message="stopped before it started")
+            with self._lock:
+                self._snap = self._snap.evolve(state="stopped", message="stopped before it started")
             return
         self.controller.stop()
+        self._pending("stopping", ("running", "pausing", "paused"))
 
     def select_layer(self, space: int) -> None:
-        self.controller.select_layer(space)
+        self.controller.select_layer(space).add_done_callback(self._report)
+
+    def _report(self, future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            with self._lock:
+                self._snap = self._snap.evolve(message=str(exc))
 
     def export(self) -> Path:
-        """Write the selected layer's set (the last finished one if none is selected) and zip it."""
+        """Write the selected layer's set (the last finished one if none is selected) and zip it; a run
+        that is stepping does it between two steps, so this waits for the step in flight at most."""
         snap = self._snap
         if not snap.spaces:
             raise ValueError("no layer has finished yet; export once the first layer is done")
         space = snap.selected_space if snap.selected_space is not None else snap.spaces[-1].index
-        running = snap.state == "running"
-        if running:  # export reads run state a step is changing: hold the run between two steps
-            self.controller.pause()
-            self._wait_for(("paused",) + TERMINAL)
         try:
-            path = export_space(self.run, space)
-        finally:
-            if running:
-                self.controller.resume()
+            path = self.controller.export(space).result(timeout=EXPORT_WAIT_S)
+        except FutureTimeout:
+            raise ValueError("the run is in the middle of a long step; the export will be written when it "
+                             "ends; export again then to download it") from None
         zip_export(self.run.run_dir)
         return path
-
-    def _wait_for(self, states: tuple[str, ...]) -> None:
-        deadline = time.monotonic() + PAUSE_WAIT_S
-        while self._snap.state not in states:
-            if time.monotonic() > deadline:
-                raise ValueError("the run did not pause in time for the export; pause it and export again")
-            time.sleep(0.02)
 
     def cam_input(self, key):
         """(normalised images, labels, classifier spec, dataset) for the CAM of the preview or a space."""
         images = self._tensors.get(key)
-        if images is None or not hasattr(self.run, "labels"):
+        snap = self._snap
+        if images is None or not snap.class_names:
             return None
-        return images, self.run.labels.cpu(), self.config.classifier_spec, self.config.dataset
+        labels = torch.arange(len(snap.class_names)).repeat_interleave(snap.ipc)
+        return images, labels, self.config.classifier_spec, self.config.dataset
 
 
 class JobRegistry:

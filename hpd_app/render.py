@@ -55,7 +55,7 @@ def timeline(snap: Snapshot, queue_position: int | None = None) -> str:
         acc = _accuracy(snap, snap.selected_space)
         parts.append(f"selected layer {snap.selected_space + 1} ({snap.selection_reason}){acc}")
     text = " · ".join(parts)
-    if snap.message and snap.state in ("failed", "running", "paused", "stopped"):
+    if snap.message and snap.state in ("failed", "running", "pausing", "paused", "stopping", "stopped", "interrupted"):
         text += f"\n\n{'**Error:** ' if snap.state == 'failed' else ''}{snap.message}"
     return text
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-TERMINAL = ("finished", "failed", "stopped")
+TERMINAL = ("finished", "failed", "stopped", "interrupted")  # interrupted: a folder whose process ended mid-run
 LABELS = {"hpd": "H-PD", "glad": "GLaD", "pixel": "Pixel"}
 
 
@@ -17,6 +17,7 @@ LABELS = {"hpd": "H-PD", "glad": "GLaD", "pixel": "Pixel"}
 class CurvePoint:
     x: int                  # position on the run's step axis: space * steps_per_space + step
     space: int
+    step: int               # within the space; 0 is the space's initial latent
     distance: float | None
     loss: float | None
 
@@ -43,6 +44,10 @@ class Snapshot:
     steps_per_space: int = 0
     class_names: tuple[str, ...] = ()
     ipc: int = 1
+    mean: tuple[float, ...] = (0.0,)          # the dataset's normalisation, to draw normalised images
+    std: tuple[float, ...] = (1.0,)
+    distance_measured: bool = True
+    note: str = ""                            # from the plan, e.g. why the distance is not measured
     space: int = 0
     step: int = 0
     steps_done: int = 0
@@ -81,9 +86,10 @@ def status_json(snap: Snapshot, queue_position: int | None) -> dict:
         "steps_per_space": snap.steps_per_space, "layers": list(snap.layers),
         "elapsed_s": round(snap.elapsed_s, 3), "steps_per_s": round(snap.steps_per_s, 3),
         "curves": {"x": [p.x for p in snap.curve], "space": [p.space for p in snap.curve],
+                   "step": [p.step for p in snap.curve],
                    "distance": [p.distance for p in snap.curve], "loss": [p.loss for p in snap.curve]},
         "spaces": [{"index": s.index, "name": s.name, "best_step": s.best_step, "best_distance": s.best_distance,
                     "accuracy": s.accuracy} for s in snap.spaces],
         "selected_space": snap.selected_space, "selection_reason": snap.selection_reason,
-        "export_path": snap.export_path,
+        "export_path": snap.export_path, "distance_measured": snap.distance_measured, "note": snap.note,
     }

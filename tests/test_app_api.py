@@ -35,6 +35,11 @@ def start(client, **config) -> str:
     return client.predict(json.dumps(TINY | config), "", api_name="/start")
 
 
+def steps_drawn(status: dict) -> int:
+    """Curve points of optimisation steps (a space's step 0 is its initial latent, not a step)."""
+    return sum(1 for step in status["curves"]["step"] if step > 0)
+
+
 def test_named_endpoints_are_listed(server):
     c = Client(server[0], verbose=False)
     names = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
@@ -48,10 +53,10 @@ def test_start_pause_step_resume_select_export(server):
     # Pause at once: polling for a few steps first let a fast CI machine finish all 50 before the pause
     # landed (polls apparently answered slowly beside the busy run thread). Queued, loading or stepping,
     # the run must come to rest with steps left.
-    assert c.predict(rid, "", api_name="/pause") in ("queued", "running", "paused")
+    assert c.predict(rid, "", api_name="/pause") in ("queued", "pausing", "paused")
     held = wait_for(c, rid, lambda s: s["state"] == "paused" and s["layers"])  # layers: loaded, then held
     assert held["steps_done"] < held["total_steps"]
-    assert len(held["curves"]["x"]) == held["steps_done"]
+    assert steps_drawn(held) == held["steps_done"]
     time.sleep(2)
     assert status(c, rid)["steps_done"] == held["steps_done"]  # pause holds
     c.predict(rid, "", api_name="/step")
@@ -61,7 +66,7 @@ def test_start_pause_step_resume_select_export(server):
     c.predict(rid, "", api_name="/resume")
     s = wait_for(c, rid, lambda s: s["steps_done"] > stepped["steps_done"] and
                  (len(s["spaces"]) >= 2 or s["state"] == "finished"), timeout=120)
-    assert s["steps_done"] > stepped["steps_done"] and len(s["curves"]["x"]) == s["steps_done"]
+    assert s["steps_done"] > stepped["steps_done"] and steps_drawn(s) == s["steps_done"]
     assert [sp["index"] for sp in s["spaces"]][:2] == [0, 1] and s["curves"]["distance"][-1] is not None
     c.predict(rid, "", api_name="/stop")
     s = wait_for(c, rid, lambda s: s["state"] in ("stopped", "finished"))
@@ -77,7 +82,8 @@ def test_a_run_walks_every_layer_to_the_end(server):
     c = Client(server[0], verbose=False)
     rid = start(c, steps_per_space=2)
     done = wait_for(c, rid, lambda s: s["state"] == "finished", timeout=120)
-    assert done["steps_done"] == done["total_steps"] == 2 * len(done["layers"]) == len(done["curves"]["x"])
+    assert done["steps_done"] == done["total_steps"] == 2 * len(done["layers"]) == steps_drawn(done)
+    assert done["curves"]["step"].count(0) == len(done["layers"])  # every layer's initial latent is measured
     assert [sp["index"] for sp in done["spaces"]] == list(range(len(done["layers"])))
     assert done["selected_space"] == len(done["layers"]) - 1 and Path(done["export_path"]).is_file()
 
@@ -144,7 +150,8 @@ def test_opening_a_cli_run_folder(server, root):
     rid = c.predict("cli-run", "", api_name="/open_folder")
     s = status(c, rid)
     assert s["source"] == "folder" and s["state"] == "finished" and s["steps_done"] == 2
-    assert len(s["curves"]["x"]) == 2 and [sp["index"] for sp in s["spaces"]] == [0]
+    assert s["curves"]["step"] == [0, 1, 2] and [sp["index"] for sp in s["spaces"]] == [0]
+    assert None not in s["curves"]["distance"]  # a Pixel run measures the distance too
     with pytest.raises(AppError, match="opened from disk"):
         c.predict(rid, "", api_name="/pause")
     c.predict(rid, 0, "", api_name="/select_layer")

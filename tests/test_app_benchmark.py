@@ -30,8 +30,8 @@ def headless(run_dir: Path) -> float:
     controller = RunController(run)
     controller.start()
     controller.wait()
-    assert run.state == "finished"
-    return run.steps_done / run.elapsed_s
+    assert run.status == "finished"
+    return run.state.steps_done / run.state.elapsed_s
 
 
 def attached(page, runs: Path) -> tuple[float, float]:

@@ -99,13 +99,14 @@ def test_an_opened_folder_follows_the_process_writing_it(tmp_path):
     clock.now += 1.0
     now = job.snapshot
     assert now.steps_done == 5 and [v.index for v in now.spaces] == [0, 1]
-    assert len(now.curve) == len(first.curve) + 2 and now.preview_version > first.preview_version
+    # two steps and the third layer's step 0
+    assert len(now.curve) == len(first.curve) + 3 and now.preview_version > first.preview_version
     assert (now.selected_space, now.selection_reason) == (0, "user")
     while run.step():
         pass
     run.emit_state("finished")
     clock.now += 1.0
     done = job.snapshot
-    assert done.state == "finished" and done.steps_done == run.steps_done
+    assert done.state == "finished" and done.steps_done == run.state.steps_done
     clock.now += 1.0
     assert job.snapshot is done  # a finished folder is not read again

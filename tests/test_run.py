@@ -49,43 +49,43 @@ class ScriptedDistance:
 def test_selection_continues_from_the_minimum_distance_step_not_the_last(root, tmp_path, G, proxy):
     run = make_run(root, tmp_path, G, proxy, steps_per_space=4)
     run.prepare()
-    run.distance = ScriptedDistance([5.0, 1.0, 3.0, 2.0, 4.0] + [9.0] * 100)
+    run.with_context(distance=ScriptedDistance([5.0, 1.0, 3.0, 2.0, 4.0] + [9.0] * 100))
     seen = {}
     run.bus.subscribe(lambda e: isinstance(e, StepEvent) and e.space == 0 and
-                      seen.setdefault(e.step, (run.ws.detach().clone(), run.f.detach().clone())))
+                      seen.setdefault(e.step, (run.state.ws.detach().clone(), run.state.f.detach().clone())))
     for _ in range(4):
         run.step()
     saved = read_space_file(run.run_dir, 0)
-    assert run.spaces[0].best_step == 1 and run.spaces[0].distances == [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert run.state.spaces[0].best_step == 1 and run.state.spaces[0].distances == [5.0, 1.0, 3.0, 2.0, 4.0]
     assert torch.equal(saved["f"], seen[1][1]) and torch.equal(saved["ws"], seen[1][0])
     assert not torch.equal(saved["f"], seen[4][1])  # the last iterate was a different latent
     # The next space starts from the selected latent, advanced through the space's cuts.
     f = saved["f"]
     with torch.no_grad():
-        for k in run.spaces[0].cuts:
+        for k in run.state.spaces[0].cuts:
             f = G.advance(saved["ws"], f, k)
-    assert torch.allclose(run.f, f) and torch.equal(run.ws, saved["ws"])  # the embedded prior has no clip
+    assert torch.allclose(run.state.f, f) and torch.equal(run.state.ws, saved["ws"])  # the embedded prior has no clip
 
 
 def test_initial_latent_is_a_candidate(root, tmp_path, G, proxy):
     run = make_run(root, tmp_path, G, proxy, steps_per_space=2)
     run.prepare()
-    initial = run.f.detach().clone()
-    run.distance = ScriptedDistance([0.5, 1.0, 2.0] + [9.0] * 100)
+    initial = run.state.f.detach().clone()
+    run.with_context(distance=ScriptedDistance([0.5, 1.0, 2.0] + [9.0] * 100))
     run.step(), run.step()
-    assert run.spaces[0].best_step == 0
+    assert run.state.spaces[0].best_step == 0
     assert torch.equal(read_space_file(run.run_dir, 0)["f"], initial)
 
 
 def test_hpd_walks_every_space_and_exports(root, tmp_path, G, proxy):
     run = make_run(root, tmp_path, G, proxy)
     finish(run)
-    assert [s.cuts for s in run.spaces] == [(0, 1), (2, 3), (4, 5), (6,), (7,)]
-    assert run.steps_done == 15 and run.state != "failed"
-    for s in run.spaces:
+    assert [s.cuts for s in run.state.spaces] == [(0, 1), (2, 3), (4, 5), (6,), (7,)]
+    assert run.state.steps_done == 15 and run.status != "failed"
+    for s in run.state.spaces:
         assert len(s.distances) == 4 and len(s.losses) == 4 and s.losses[-1] is None
         assert s.best_distance == min(s.distances)
-    assert run.selected_space == 4 and run.selection_reason == "last"
+    assert run.state.selected_space == 4 and run.state.selection_reason == "last"
     out = torch.load(run.run_dir / "synthetic.pt", weights_only=True)
     assert out["images"].shape == (10, 1, 32, 32) and out["layer"] == 7 and out["space"] == 4
     kinds = [e["kind"] for e in read_events(run.run_dir / "events.jsonl")]
@@ -95,10 +95,10 @@ def test_hpd_walks_every_space_and_exports(root, tmp_path, G, proxy):
 def test_glad_and_pixel_paths(root, tmp_path, G, proxy):
     glad = make_run(root, tmp_path, G, proxy, name="glad", method="glad")
     finish(glad)
-    assert [s.cuts for s in glad.spaces] == [(3,)] and glad.steps_done == 15  # H-PD's total budget
+    assert [s.cuts for s in glad.state.spaces] == [(3,)] and glad.state.steps_done == 15  # H-PD's total budget
     pixel = make_run(root, tmp_path, G, proxy, name="pixel", method="pixel", steps_per_space=4)
     finish(pixel)
-    assert len(pixel.spaces) == 1 and pixel.steps_done == 4
+    assert len(pixel.state.spaces) == 1 and pixel.state.steps_done == 4
     out = torch.load(pixel.run_dir / "synthetic.pt", weights_only=True)
     assert out["images"].shape == (10, 1, 32, 32)
 
@@ -113,7 +113,7 @@ def test_export_round_trip_and_user_selection(root, tmp_path, G, proxy):
     assert out["labels"].tolist() == list(range(10))
     # The exported latents render the exported images.
     with torch.no_grad():
-        rendered = run.info.from_generator(G.synthesize(out["ws"], out["f"], out["layer"]))
+        rendered = run.ctx.info.from_generator(G.synthesize(out["ws"], out["f"], out["layer"]))
     assert torch.allclose(rendered, out["images"], atol=1e-5)
     with pytest.raises(ValueError, match="has not finished"):
         run.select_layer(7)
@@ -125,15 +125,16 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(root, tmp_path, G, pro
     killed = make_run(root, tmp_path, G, proxy, name="killed")
     for _ in range(7):  # two spaces and one step of the third, then the process "dies"
         killed.step()
+    killed.close()  # what the end of the killed process does
     del killed
     resumed = make_run(root, tmp_path, G, proxy, name="killed")
     resumed.prepare()
-    assert resumed.space_index == 2 and resumed.steps_done == 6
+    assert resumed.state.space_index == 2 and resumed.state.steps_done == 6
     finish(resumed)
     a = torch.load(whole.run_dir / "synthetic.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "synthetic.pt", weights_only=True)
     assert torch.equal(a["images"], b["images"]) and torch.equal(a["ws"], b["ws"])
-    assert [s.distances for s in whole.spaces] == [s.distances for s in resumed.spaces]
+    assert [s.distances for s in whole.state.spaces] == [s.distances for s in resumed.state.spaces]
     steps = [e for e in read_events(resumed.run_dir / "events.jsonl") if e["kind"] == "step"]
     assert [e["steps_done"] for e in steps] == list(range(1, 16))  # the interrupted space's events were replaced
 
@@ -143,24 +144,24 @@ def test_controller_pause_resume_step_stop(root, tmp_path, G, proxy):
     ctl = RunController(run)
     ctl.start(paused=True)
     deadline = time.time() + 60
-    while run.state != "paused" and time.time() < deadline:
+    while run.status != "paused" and time.time() < deadline:
         time.sleep(0.05)
-    assert run.state == "paused" and run.steps_done == 0
+    assert run.status == "paused" and run.state.steps_done == 0
     ctl.step_once()
-    while run.steps_done < 1 and time.time() < deadline:
+    while run.state.steps_done < 1 and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    assert run.steps_done == 1  # exactly one step while paused
+    assert run.state.steps_done == 1  # exactly one step while paused
     ctl.resume()
-    while run.steps_done < 3 and time.time() < deadline:
+    while run.state.steps_done < 3 and time.time() < deadline:
         time.sleep(0.05)
     ctl.pause()
     time.sleep(0.3)
-    held = run.steps_done
+    held = run.state.steps_done
     time.sleep(1.0)
-    assert run.steps_done == held and run.state == "paused"
+    assert run.state.steps_done == held and run.status == "paused"
     ctl.stop()
-    assert ctl.wait(30) and run.state == "stopped"
+    assert ctl.wait(30) and run.status == "stopped"
 
 
 def test_distance_zero_for_identical_sets_and_grows_with_perturbation(root, proxy):
@@ -205,18 +206,18 @@ def test_export_command_and_cam(root, tmp_path, G, proxy):
     assert out["space"] == 2 and out["layer"] == 4
     bad = engine_cli("export", str(run.run_dir), "--layer", "9")
     assert bad.returncode == 2 and "has not finished" in bad.stderr
-    images = run.info.to_generator(out["images"])
+    images = run.ctx.info.to_generator(out["images"])
     maps = cam_heatmaps(proxy, images, out["labels"])
     assert maps.shape == (10, 32, 32) and maps.min() >= 0 and maps.max() <= 1
     assert all(p.grad is None for p in proxy.parameters())
-    rgb = overlay(run.info.denormalize(out["images"]), maps)
+    rgb = overlay(run.ctx.info.denormalize(out["images"]), maps)
     assert rgb[0].shape == (32, 32, 3) and rgb[0].dtype.name == "uint8"
 
 
 def test_advance_keeps_the_selected_images_across_space_boundaries(root, tmp_path, G, proxy):
     run = make_run(root, tmp_path, G, proxy)
     finish(run)
-    for a, b in zip(run.spaces, run.spaces[1:]):
+    for a, b in zip(run.state.spaces, run.state.spaces[1:]):
         # The next space starts from the previous space's selection, so its step 0 renders the same set.
         assert b.distances[0] == pytest.approx(a.best_distance, rel=1e-4, abs=1e-7)
 
@@ -225,7 +226,7 @@ def test_feature_clip_is_the_generators_unless_set(root, tmp_path, G, proxy):
     assert G.feature_clip is None
     run = make_run(root, tmp_path, G, proxy, f_clip=0.01, steps_per_space=1)
     run.prepare()
-    assert float(run.f.abs().max()) <= 0.01
+    assert float(run.state.f.abs().max()) <= 0.01
 
 
 @pytest.fixture(scope="module")
@@ -243,19 +244,20 @@ def test_tesla_walks_every_space_learns_its_lr_and_resumes_like_an_uninterrupted
                  max_start_epoch=2)
     whole = make_run(root, tmp_path, G, proxy, name="whole", **tesla)
     finish(whole)
-    assert whole.steps_done == 10 and whole.state != "failed"
-    assert all(0 < loss < 10 for s in whole.spaces for loss in s.losses[:-1])
-    assert whole.objective.syn_lr != 0.01  # the student's learning rate is learned, across spaces
+    assert whole.state.steps_done == 10 and whole.status != "failed"
+    assert all(0 < loss < 10 for s in whole.state.spaces for loss in s.losses[:-1])
+    assert whole.ctx.objective.syn_lr != 0.01  # the student's learning rate is learned, across spaces
     killed = make_run(root, tmp_path, G, proxy, name="killed", **tesla)
     for _ in range(5):
         killed.step()
+    killed.close()  # what the end of the killed process does
     del killed
     resumed = make_run(root, tmp_path, G, proxy, name="killed", **tesla)
     finish(resumed)
     a = torch.load(whole.run_dir / "synthetic.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "synthetic.pt", weights_only=True)
-    assert torch.equal(a["images"], b["images"]) and resumed.objective.syn_lr == whole.objective.syn_lr
-    assert [s.losses for s in whole.spaces] == [s.losses for s in resumed.spaces]
+    assert torch.equal(a["images"], b["images"]) and resumed.ctx.objective.syn_lr == whole.ctx.objective.syn_lr
+    assert [s.losses for s in whole.state.spaces] == [s.losses for s in resumed.state.spaces]
 
 
 def test_tesla_trajectories_too_short_fail_before_any_work(root, tmp_path, G, proxy, expert_buffers):
@@ -294,8 +296,8 @@ def test_default_init_averages_latents_only_at_ipc_1(root, tmp_path, G, proxy):
     def within_class_spread(**overrides) -> float:
         run = make_run(root, tmp_path, G, proxy, name=str(overrides), ipc=3, **overrides)
         run.prepare()
-        per_class = run.ws.detach().reshape(10, 3, -1)  # labels are class-major: 0,0,0,1,1,1,...
-        assert run.labels.tolist() == [c for c in range(10) for _ in range(3)]
+        per_class = run.state.ws.detach().reshape(10, 3, -1)  # labels are class-major: 0,0,0,1,1,1,...
+        assert run.ctx.labels.tolist() == [c for c in range(10) for _ in range(3)]
         return per_class.std(1).mean().item()
 
     # Averaged latents of one class nearly coincide (20 noises each here; 1000 by default): near-copies.

@@ -1,12 +1,23 @@
-"""The H-PD engine: a step-wise, pausable, resumable run through a generator's layers."""
+"""The H-PD engine: a step-wise, pausable, resumable run through a generator's layers.
+
+Shape (after pytorch-ignite): `context.RunContext` is what a run is made of, built once; `state.RunState`
+is what a step moves, with state_dict()/load_state_dict(); `loop` holds the step functions of (context,
+state); `run.Run` owns the folder and the event bus; `controller.RunController` drives it on a thread.
+Per-method differences are one table (`methods`); objectives come from their registry (engine.objectives).
+"""
 from .config import METHODS, SELECTIONS, RunConfig
+from .context import RunContext, SpacePlan, build_context
 from .controller import RunController
-from .events import (ErrorEvent, Event, EventKind, ExportedEvent, SelectedEvent, SpaceEndEvent, StateEvent,
-                     StepEvent, read_events)
-from .export import export_space, read_space_file
+from .events import (ErrorEvent, Event, EventBus, EventKind, ExportedEvent, PlanEvent, SelectedEvent, SpaceEndEvent,
+                     SpaceStartEvent, StateEvent, StepEvent, from_json, read_events, to_json)
+from .export import export_files, export_space, read_space_file
+from .lock import is_live
 from .run import Run
 from .spaces import SpaceRecord, plan_spaces
+from .state import RunState
 
-__all__ = ["METHODS", "SELECTIONS", "ErrorEvent", "Event", "EventKind", "ExportedEvent", "Run", "RunConfig",
-           "RunController", "SelectedEvent", "SpaceEndEvent", "SpaceRecord", "StateEvent", "StepEvent",
-           "export_space", "plan_spaces", "read_events", "read_space_file"]
+__all__ = ["METHODS", "SELECTIONS", "ErrorEvent", "Event", "EventBus", "EventKind", "ExportedEvent", "PlanEvent",
+           "Run", "RunConfig", "RunContext", "RunController", "RunState", "SelectedEvent", "SpaceEndEvent",
+           "SpacePlan", "SpaceRecord", "SpaceStartEvent", "StateEvent", "StepEvent", "build_context",
+           "export_files", "export_space", "from_json", "is_live", "plan_spaces", "read_events", "read_space_file",
+           "to_json"]

@@ -1,8 +1,16 @@
-"""Drive a Run on a background thread; start, pause, resume, single steps, stop and layer choice
-may come from any thread. Pause and stop are flags read between steps, so nothing is lost."""
+"""Drive a Run on a background thread; commands come from any thread and never wait for a step.
+
+Pause, resume, step-once and stop set flags under a small lock of their own; layer choices and exports
+are queued and applied by the run's thread between two steps (or at once, in the caller's thread, when
+no run thread is going). The lock is never held while a step computes, so a command returns at once
+however long a step takes; `requested` says what is pending until the step in flight ends.
+"""
 from __future__ import annotations
 
 import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable
 
 from .run import Run
 
@@ -10,49 +18,79 @@ from .run import Run
 class RunController:
     def __init__(self, run: Run):
         self.run = run
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._apply_lock = threading.Lock()   # one command at a time, in whichever thread applies it
         self._paused = False
         self._stop = False
         self._pending_steps = 0
+        self._commands: deque[tuple[Callable, Future]] = deque()
+        self._accepting = False               # the run thread will apply queued commands
         self._thread: threading.Thread | None = None
 
     @property
     def state(self) -> str:
-        return self.run.state
+        return self.run.status
+
+    @property
+    def requested(self) -> str | None:
+        """"stop" or "pause" while the run is still finishing the step in flight, else None."""
+        with self._lock:
+            if self._stop and self.run.status not in ("stopped", "finished", "failed"):
+                return "stop"
+            if self._paused and self.run.status == "running" and not self._pending_steps:
+                return "pause"
+            return None
 
     def start(self, paused: bool = False) -> None:
-        with self._cond:
+        with self._lock:
             if self._thread is not None:
                 raise RuntimeError("this run has already been started")
-            self._paused = paused
+            self._paused, self._accepting = paused, True
             self._thread = threading.Thread(target=self._loop, name=f"run:{self.run.run_dir.name}", daemon=True)
             self._thread.start()
 
+    # ----------------------------------------------------------- commands
     def pause(self) -> None:
-        with self._cond:
-            self._paused = True
-            self._cond.notify_all()
+        self._set(paused=True)
 
     def resume(self) -> None:
-        with self._cond:
-            self._paused = False
-            self._cond.notify_all()
+        self._set(paused=False)
+
+    def stop(self) -> None:
+        self._set(stop=True)
 
     def step_once(self) -> None:
         """One step while paused (ignored while running: the run is stepping anyway)."""
-        with self._cond:
+        with self._lock:
             if self._paused:
                 self._pending_steps += 1
-                self._cond.notify_all()
+                self._wake.notify_all()
 
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+    def _set(self, **flags) -> None:
+        with self._lock:
+            self._paused = flags.get("paused", self._paused)
+            self._stop = flags.get("stop", self._stop)
+            self._wake.notify_all()
 
-    def select_layer(self, space: int) -> None:
-        with self._cond:  # not while a step is half done: the selection and export read run state
-            self.run.select_layer(space)
+    def submit(self, fn: Callable[[], object]) -> Future:
+        """Apply `fn` between two steps (by the run thread) or now (no run thread); its result in a Future."""
+        future: Future = Future()
+        with self._lock:
+            if self._accepting:
+                self._commands.append((fn, future))
+                self._wake.notify_all()
+                return future
+        self._apply(fn, future)
+        return future
+
+    def select_layer(self, space: int) -> Future:
+        """Checked now (a space that has not finished is refused at once), applied between steps."""
+        self.run.check_selectable(space)
+        return self.submit(lambda: self.run.select_layer(space))
+
+    def export(self, space: int | None = None) -> Future:
+        return self.submit(lambda: self.run.export(space))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run's thread ends; True if it did."""
@@ -61,34 +99,62 @@ class RunController:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _next_action(self) -> str:
-        with self._cond:
+    # --------------------------------------------------------- run thread
+    def _apply(self, fn: Callable, future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        with self._apply_lock:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # the caller's error, delivered through its future
+                future.set_exception(exc)
+
+    def _next_action(self):
+        """("command", fn, future) | ("stop",) | ("step",) | ("rest",): what the run thread does next."""
+        with self._lock:
             while True:
+                if self._commands:
+                    return ("command", *self._commands.popleft())
                 if self._stop:
-                    return "stop"
+                    return ("stop",)
                 if not self._paused:
-                    return "step"
+                    return ("step",)
                 if self._pending_steps:
                     self._pending_steps -= 1
-                    return "step"
-                if self.run.state != "paused":
-                    self.run.emit_state("paused")
-                self._cond.wait()
+                    return ("step",)
+                if self.run.status != "paused":
+                    return ("rest",)  # announce "paused" outside the lock, then wait here
+                self._wake.wait()
 
     def _loop(self) -> None:
         try:
             self.run.prepare()
             while True:
                 action = self._next_action()
-                if action == "stop":
+                if action[0] == "command":
+                    self._apply(action[1], action[2])
+                elif action[0] == "rest":
+                    self.run.emit_state("paused")
+                elif action[0] == "stop":
                     self.run.emit_state("stopped")
                     return
-                if self.run.state != "running":
-                    self.run.emit_state("running")
-                with self._cond:
-                    more = self.run.step()
-                if not more:
-                    self.run.emit_state("finished")
-                    return
+                else:
+                    if self.run.status != "running":
+                        self.run.emit_state("running")
+                    if not self.run.step():
+                        self.run.emit_state("finished")
+                        return
         except Exception as exc:  # the run's thread must report, not die silently
             self.run.fail(exc)
+        finally:
+            self._drain()
+            self.run.close()
+
+    def _drain(self) -> None:
+        """Commands queued while the run ended are applied here; later ones apply in their caller."""
+        with self._lock:
+            self._accepting = False
+            left = list(self._commands)
+            self._commands.clear()
+        for fn, future in left:
+            self._apply(fn, future)

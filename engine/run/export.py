@@ -4,19 +4,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import torch
 from torchvision.utils import make_grid, save_image
 
 from ..data import DatasetInfo
 from ..export import write_json, write_set
-from .events import EventKind, ExportedEvent
-
-if TYPE_CHECKING:
-    from .run import Run
+from .events import ExportedEvent
 
 
 def write_space_file(run_dir: Path, space: int, ws, f, cut: int, images, labels) -> Path:
@@ -48,12 +44,12 @@ def save_preview(run_dir: Path, space: int, step: int, images: torch.Tensor, inf
     return f"previews/{name}"
 
 
-def export_space(run: "Run", space: int) -> Path:
-    """Write the space's set as RUN_DIR/synthetic.pt, images/, grid.png; each piece replaced atomically."""
-    saved = read_space_file(run.run_dir, space)
-    return export_files(run.run_dir, saved, run.info, run.summary() | {"exported_space": space},
-                        lambda path: run.bus.emit(ExportedEvent(EventKind.EXPORTED, run.bus.next_seq(),
-                                                                time.time(), space, str(path))))
+def export_space(run_dir: Path, info: DatasetInfo, summary: dict, space: int, emit: Callable | None = None) -> Path:
+    """Write the space's set as RUN_DIR/synthetic.pt, images/, grid.png; each piece replaced atomically.
+    `summary` (run.json's content) goes into export.json; `emit` receives the ExportedEvent."""
+    saved = read_space_file(run_dir, space)
+    on_done = None if emit is None else (lambda path: emit(ExportedEvent(space, str(path))))
+    return export_files(run_dir, saved, info, summary | {"exported_space": space}, on_done)
 
 
 def export_files(run_dir: Path, saved: dict, info: DatasetInfo, provenance: dict, on_done=None) -> Path:

@@ -1,0 +1,70 @@
+"""What a step moves: counters, latents, the space records, the best candidate and the selection.
+
+`state_dict()` holds what survives a checkpoint (taken between spaces, so per-space working values such
+as the optimiser and the best candidate are not in it); `load_state_dict()` checks what it is given and
+says in one sentence what is wrong.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+from .spaces import SpaceRecord
+
+STATUSES = ("created", "running", "paused", "finished", "failed", "stopped")
+
+
+@dataclass
+class RunState:
+    status: str = "created"
+    space_index: int = 0
+    step_in_space: int = 0
+    steps_done: int = 0
+    elapsed_s: float = 0.0
+    ws: torch.Tensor | None = None
+    f: torch.Tensor | None = None
+    spaces: list[SpaceRecord] = field(default_factory=list)
+    selected_space: int | None = None
+    selection_reason: str | None = None
+    scheme: str | None = None
+    # Working values of the space in progress: rebuilt when a space begins, never checkpointed.
+    best: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    best_loss: float | None = None
+    opt: torch.optim.Optimizer | None = field(default=None, repr=False)
+    rendered: torch.Tensor | None = field(default=None, repr=False)  # the current latents' images, once per step
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.spaces) and self.space_index >= len(self.spaces)
+
+    def state_dict(self) -> dict:
+        return {
+            "space_index": self.space_index, "steps_done": self.steps_done, "elapsed_s": self.elapsed_s,
+            "ws": self.ws.detach().cpu(), "f": self.f.detach().cpu(),
+            "spaces": json.dumps([s.to_json() for s in self.spaces]),
+            "selected_space": -1 if self.selected_space is None else self.selected_space,
+            "selection_reason": self.selection_reason or "",
+        }
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        missing = [k for k in ("space_index", "steps_done", "elapsed_s", "ws", "f", "spaces") if k not in state]
+        if missing:
+            raise ValueError(f"the run state lacks {', '.join(missing)}")
+        spaces = [SpaceRecord.from_json(s) for s in json.loads(state["spaces"])]
+        if [s.cuts for s in spaces] != [s.cuts for s in self.spaces]:
+            raise ValueError("the saved run walked other generator cuts than this config plans "
+                             f"({[list(s.cuts) for s in spaces]} vs {[list(s.cuts) for s in self.spaces]})")
+        if not 0 <= state["space_index"] <= len(spaces):
+            raise ValueError(f"the saved space index {state['space_index']} is outside 0..{len(spaces)}")
+        if self.ws is not None and state["ws"].shape != self.ws.shape:
+            raise ValueError(f"the saved latents have shape {tuple(state['ws'].shape)}, this run's "
+                             f"{tuple(self.ws.shape)} (another IPC or generator)")
+        self.space_index, self.steps_done, self.elapsed_s = state["space_index"], state["steps_done"], state["elapsed_s"]
+        self.ws, self.f = state["ws"].to(device), state["f"].to(device)
+        self.spaces = spaces
+        selected = state.get("selected_space", -1)
+        self.selected_space = None if selected < 0 else selected
+        self.selection_reason = state.get("selection_reason") or None
+        self.step_in_space = 0
