@@ -94,7 +94,7 @@ def evaluate_on_test(images: torch.Tensor, labels: torch.Tensor, args: argparse.
 
 def run_case(suite: Suite, case: Case, args: argparse.Namespace) -> dict:
     config = config_for(suite, case, args)
-    folder = Path("runs/results") / args.suite / f"{case.name.replace(' ', '_')}-seed{args.seed}"
+    folder = args.runs / args.suite / f"{case.name.replace(' ', '_')}-seed{args.seed}"
     wall, cpu = time.perf_counter(), time.process_time()
     run = Run(config, folder)
     while run.step():
@@ -152,6 +152,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", type=Path, default=Path("bench/results/results.json"))
+    p.add_argument("--runs", type=Path, default=Path("runs/results"), help="where the run folders go")
     p.add_argument("--table", action="store_true", help="print the suite's markdown table and exit")
     args = p.parse_args()
     done = json.loads(args.results.read_text()) if args.results.exists() else {}
