@@ -170,3 +170,29 @@ def test_real_default_path_pixel_on_fashion_mnist(tmp_path):
         assert s["state"] == "finished", s["message"]
         saved = torch.load(Path(c.predict(rid, "", api_name="/export")), weights_only=True)
     assert saved["images"].shape == (10, 1, 32, 32) and s["layers"] == ["pixels 32x32x1"]
+
+
+def test_commands_through_the_server_return_at_once_beside_a_slow_step(tmp_path, root):
+    """The API answers while a 5 s step runs: Pause says "pausing" until the step in flight ends."""
+    from test_engine_core import STEP_S, Slow
+    with Slow(tiny_generator(), STEP_S / 2) as G, served(tmp_path / "runs", tmp_path / "gradio", generator=G,
+                                                         classifier=tiny_proxy(), data_root=str(root)) as url:
+        c = Client(url, verbose=False)
+        rid = start(c, steps_per_space=1, preview_every=100)
+        wait_for(c, rid, lambda s: len(s["spaces"]) >= 1 and s["state"] == "running", timeout=60)
+
+        def timed(api_name: str, *args) -> tuple[str, float]:
+            t = time.perf_counter()
+            return c.predict(*args, api_name=api_name), time.perf_counter() - t
+
+        answer, took = timed("/select_layer", rid, 0, "")
+        assert answer == "selected layer 0" and took < 1.0  # well under one step
+        answer, took = timed("/pause", rid, "")
+        assert answer == "pausing" and took < 1.0
+        held = wait_for(c, rid, lambda s: s["state"] == "paused", timeout=2 * STEP_S + 5)
+        assert held["selected_space"] == 0 and held["steps_done"] < held["total_steps"]
+        c.predict(rid, "", api_name="/resume")
+        wait_for(c, rid, lambda s: s["state"] == "running", timeout=10)
+        answer, took = timed("/stop", rid, "")
+        assert answer == "stopping" and took < 1.0
+        wait_for(c, rid, lambda s: s["state"] == "stopped", timeout=2 * STEP_S + 5)

@@ -6,8 +6,12 @@ import time
 
 import pytest
 
-from engine.run import Run
+import numpy as np
+
+from engine.run import Run, RunController
 from hpd_app.browse import FolderJob
+from hpd_app.reduce import reduce
+from hpd_app.snapshot import Snapshot
 from hpd_app.jobs import Components, JobRegistry
 from run_fixtures import fake_root, tiny_config, tiny_generator, tiny_proxy
 from test_app_fixtures import TINY
@@ -110,3 +114,37 @@ def test_an_opened_folder_follows_the_process_writing_it(tmp_path):
     assert done.state == "finished" and done.steps_done == run.state.steps_done
     clock.now += 1.0
     assert job.snapshot is done  # a finished folder is not read again
+
+
+def test_a_folder_replayed_from_its_event_log_gives_the_live_snapshot(tmp_path):
+    """The live view and a folder opened from disk run the same reducers over the same events."""
+    run = Run(tiny_config(fake_root(tmp_path / "fm"), steps_per_space=2, accuracy_pick=True, eval_epochs=2,
+                          holdout_per_class=5), tmp_path / "live", generator=tiny_generator(), classifier=tiny_proxy())
+    live = [Snapshot("x", "hpd")]
+    run.bus.subscribe(lambda e: live.append(reduce(live[-1], e)))
+    ctl = RunController(run)
+    ctl.start()
+    assert ctl.wait(120) and run.status == "finished"
+    ctl.select_layer(1).result()
+    a, b = live[-1], FolderJob("x", "me", run.run_dir).snapshot
+    for name in ("state", "layers", "steps_per_space", "class_names", "ipc", "mean", "std", "steps_done",
+                 "curve", "selected_space", "selection_reason", "export_path", "space", "step"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert [(v.index, v.name, v.best_step, v.best_distance, v.accuracy) for v in a.spaces] == [
+        (v.index, v.name, v.best_step, v.best_distance, v.accuracy) for v in b.spaces]
+    assert all(np.array_equal(x.images, y.images) for x, y in zip(a.spaces, b.spaces))
+    assert np.array_equal(a.preview, b.preview) and a.selected_space == 1  # the grid follows the selection
+    assert all(v.accuracy is not None for v in b.spaces)
+
+
+def test_a_folder_whose_process_ended_mid_run_is_interrupted(tmp_path):
+    run = Run(tiny_config(fake_root(tmp_path / "fm"), steps_per_space=2), tmp_path / "cut",
+              generator=tiny_generator(), classifier=tiny_proxy())
+    run.prepare()
+    run.emit_state("running")
+    for _ in range(3):
+        run.step()
+    assert FolderJob("a", "me", run.run_dir).snapshot.state == "running"  # its writer is still alive
+    run.close()  # what a kill does: the process ends, the kernel drops its lock
+    snap = FolderJob("b", "me", run.run_dir).snapshot
+    assert snap.state == "interrupted" and "--resume" in snap.message and snap.steps_done == 3
