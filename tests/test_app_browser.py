@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
 
 
 @pytest.mark.skipif(not REAL_FMNIST.is_file(), reason="the real Fashion-MNIST is not installed")
-def test_default_page_on_real_data_and_screenshot(browser, tmp_path):
+def test_default_page_on_real_data_and_screenshot(browser, tmp_path, request):
     have_assets = shipped_assets_load()
     with served(tmp_path / "runs", tmp_path / "gradio") as url:
         page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), url)
@@ -131,4 +132,23 @@ def test_default_page_on_real_data_and_screenshot(browser, tmp_path):
         expect(page.locator("#grid-a img")).to_be_visible(timeout=90_000)
         expect(page.locator("#status")).to_contain_text("finished", timeout=150_000)
         page.wait_for_timeout(2500)  # the chart redraw is throttled to 2 s
-        page.screenshot(path=str(REPO / "docs" / "screenshot.png"), full_page=True)
+        shot = tmp_path / "screenshot.png"
+        page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if request.config.getoption("--update-screenshots"):
+        shutil.copyfile(shot, REPO / "docs" / "screenshot.png")
+
+
+def test_pause_shows_pausing_until_the_step_in_flight_ends(browser, tmp_path):
+    from test_engine_core import STEP_S, Slow
+    root = fake_root(tmp_path / "fm")
+    with Slow(tiny_generator(), STEP_S / 2) as G, served(tmp_path / "runs", tmp_path / "gradio", generator=G,
+                                                         classifier=tiny_proxy(), data_root=str(root)) as url:
+        page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), url)
+        configure_small(page, steps=1, batch_real=8)
+        page.get_by_role("button", name="Start", exact=True).click()
+        expect(page.locator("#status")).to_contain_text("running", timeout=60_000)
+        expect(page.locator("#status")).to_contain_text("step 0/1", timeout=60_000)  # layer 1's step 0 is shown
+        page.get_by_role("button", name="Pause", exact=True).click()
+        expect(page.locator("#status")).to_contain_text("pausing", timeout=3_000)
+        expect(page.locator("#status")).to_contain_text("paused", timeout=int(3 * STEP_S * 1000))
