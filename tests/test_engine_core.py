@@ -261,3 +261,34 @@ def test_commands_return_at_once_while_a_slow_step_runs(root, tmp_path):
         assert run.state.steps_done <= stopping_at + 1
         # With no run thread left, commands apply in the caller's thread at once.
         assert ctl.select_layer(0).result(timeout=0) is None and run.state.selection_reason == "user"
+
+
+def test_a_new_objective_is_one_registration_and_runs(root, tmp_path, G, proxy):
+    """A toy objective (pull every image to mid-grey) registered in one place runs H-PD end to end."""
+    from engine import objectives
+    from engine.objectives.context import PerIterationObjective
+
+    class Grey(PerIterationObjective):
+        updates_per_iteration = 1
+
+        def start_iteration(self) -> None:
+            pass
+
+        def loss(self, syn, labels):
+            return (syn ** 2).mean()
+
+        def after_update(self, current, labels, update) -> None:
+            pass
+
+    spec = objectives.ObjectiveSpec(name="grey", label="GREY: a test objective", params=dict, uses_dsa=False,
+                                    latent_lr=(0.01, 0.1), pixel_lr=0.5, steps_per_space=2,
+                                    build=lambda ctx, ipc, **_: Grey(), options=lambda config: {})
+    with objectives.registered(spec):
+        run = Run(tiny_config(root, objective="grey", steps_per_space=None), tmp_path / "grey", generator=G,
+                  classifier=proxy)
+        while run.step():
+            pass
+    losses = [loss for s in run.state.spaces for loss in s.losses if loss is not None]
+    assert run.state.steps_done == 10 and losses[-1] < losses[0]  # its own steps per space, and it optimises
+    # Its own rates: the prior's tuned ones belong to other objectives; the pixel space takes its pixel rate.
+    assert [(s.lr_w, s.lr_f) for s in run.state.spaces] == [(0.01, 0.1)] * 4 + [(0.01, 0.5)]
