@@ -11,22 +11,7 @@ import torch
 
 from engine.run import (ErrorEvent, PlanEvent, Run, RunController, SpaceStartEvent, StepEvent, read_events)
 from engine.streams import Streams, stream_seed
-from run_fixtures import fake_root, tiny_config, tiny_generator, tiny_proxy
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return fake_root(tmp_path_factory.mktemp("fm"))
-
-
-@pytest.fixture(scope="module")
-def G():
-    return tiny_generator()
-
-
-@pytest.fixture(scope="module")
-def proxy():
-    return tiny_proxy()
+from run_fixtures import tiny_config, tiny_generator, tiny_proxy
 
 
 def digest(x) -> str:

@@ -9,22 +9,7 @@ from engine.buffers import BufferConfig, train_buffers
 from engine.distance import ClassRelevantDistance
 from engine.run import (Run, RunConfig, RunController, SpaceEndEvent, StepEvent, export_space, read_events,
                         read_space_file)
-from run_fixtures import fake_root, tiny_config, tiny_generator, tiny_proxy
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return fake_root(tmp_path_factory.mktemp("fm"))
-
-
-@pytest.fixture(scope="module")
-def G():
-    return tiny_generator()
-
-
-@pytest.fixture(scope="module")
-def proxy():
-    return tiny_proxy()
+from run_fixtures import tiny_config
 
 
 def make_run(root, tmp_path, G, proxy, name="run", **overrides):
