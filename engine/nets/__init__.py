@@ -2,7 +2,7 @@
 from .alexnet import AlexNet
 from .convnet import ConvNet, default_depth
 from .norms import list_norms, make_norm
-from .registry import evaluation_lr, get_network, list_networks
+from .registry import evaluation_lr, get_network, list_networks, networks_for, unsupported_reason
 from .resnet import ResNet18
 from .spec import NetSpec
 from .vgg import VGG11
@@ -24,4 +24,6 @@ __all__ = [
     "list_networks",
     "list_norms",
     "make_norm",
+    "networks_for",
+    "unsupported_reason",
 ]

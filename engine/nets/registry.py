@@ -41,9 +41,25 @@ def _resnet18(spec: NetSpec, norm: str = "instancenorm") -> nn.Module:
     return ResNet18(spec.channels, spec.num_classes, spec.resolution, norm=norm)
 
 
+def _vit_config(resolution: int):
+    return VIT_CIFAR if resolution == 32 else VIT_IMAGENET
+
+
 def _vit(spec: NetSpec) -> nn.Module:
-    config = VIT_CIFAR if spec.resolution == 32 else VIT_IMAGENET
-    return ViT(spec.channels, spec.num_classes, spec.resolution, config=config)
+    return ViT(spec.channels, spec.num_classes, spec.resolution, config=_vit_config(spec.resolution))
+
+
+def _any_resolution(resolution: int) -> str | None:
+    """Why a family cannot be built at `resolution` (None: it can): NetSpec's rule, powers of two >= 32."""
+    if resolution < 32 or resolution & (resolution - 1):
+        return f"resolution must be a power of two >= 32, got {resolution}"
+    return None
+
+
+def _vit_resolution(resolution: int) -> str | None:
+    patch = _vit_config(resolution).patch_size
+    return _any_resolution(resolution) or (
+        f"{resolution} px is not a multiple of its patch size {patch}" if resolution % patch else None)
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ class NetEntry:
 
     build: Callable[..., nn.Module]
     eval_lr: float
+    unsupported: Callable[[int], str | None] = _any_resolution  # resolution -> why not (None: supported)
 
 
 _NETWORKS: Mapping[str, NetEntry] = MappingProxyType({
@@ -59,7 +76,7 @@ _NETWORKS: Mapping[str, NetEntry] = MappingProxyType({
     "alexnet": NetEntry(_alexnet, 1e-3),
     "vgg11": NetEntry(_vgg11, 1e-4),
     "resnet18": NetEntry(_resnet18, 1e-3),
-    "vit": NetEntry(_vit, 1e-3),
+    "vit": NetEntry(_vit, 1e-3, _vit_resolution),
 })
 
 
@@ -72,6 +89,16 @@ def _entry(name: str) -> NetEntry:
     if name not in _NETWORKS:
         raise ValueError(f"unknown network {name!r}; valid networks: {', '.join(list_networks())}")
     return _NETWORKS[name]
+
+
+def unsupported_reason(name: str, resolution: int) -> str | None:
+    """Why network `name` cannot be built for `resolution` px images, or None when it can."""
+    return _entry(name).unsupported(resolution)
+
+
+def networks_for(resolution: int) -> list[str]:
+    """The registered networks that can be built at `resolution` px, in the evaluation-pool order."""
+    return [name for name in _NETWORKS if _NETWORKS[name].unsupported(resolution) is None]
 
 
 def evaluation_lr(name: str) -> float:
