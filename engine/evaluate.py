@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, S
 from torch.optim.swa_utils import AveragedModel
 
 from . import augment
-from .data import ImageSet
+from .data import DatasetInfo, ImageSet
 from .nets import evaluation_lr, get_network
 
 
@@ -64,6 +64,7 @@ class EvalResult:
     train_images: int
     test_images: int
     wall_s: float
+    test_s: float = 0.0                # of wall_s, the time spent in test passes
     mean: float = field(init=False)
     std: float = field(init=False)
 
@@ -76,31 +77,58 @@ class EvalResult:
         return asdict(self) | {"mean": self.mean, "std": self.std}
 
 
-def evaluate_synset(images: torch.Tensor, labels: torch.Tensor, test: ImageSet, model: str,
+@dataclass(frozen=True, eq=False)
+class PreparedTest:
+    """A test split normalised once, on the evaluation device, for any number of networks to be scored on."""
+
+    info: DatasetInfo
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def of(cls, test: ImageSet, device: torch.device | str = "cpu") -> "PreparedTest":
+        return cls(test.info, test.normalized(device=device), test.labels.to(device))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def network_seeds(seed: int, repeats: int) -> list[int]:
+    """The seeds of the `repeats` networks an evaluation at `seed` trains (one per network)."""
+    return [seed * 1000 + k for k in range(repeats)]
+
+
+def evaluate_synset(images: torch.Tensor, labels: torch.Tensor, test: ImageSet | PreparedTest, model: str,
                     protocol: EvalProtocol, repeats: int = 5, seed: int = 0,
                     device: torch.device | str = "cpu",
                     progress: Callable[[int, int], None] | None = None) -> EvalResult:
-    """Train `repeats` fresh `model`s on (images, labels) in normalised space; test each on `test`."""
+    """Train `repeats` fresh `model`s on (images, labels) in normalised space; test each on `test`
+    (an ImageSet, or PreparedTest prepared once when several evaluations share a test split)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     device = torch.device(device)
     start = time.perf_counter()
-    x_test = test.normalized(device=device)
-    y_test = test.labels.to(device)
+    if not isinstance(test, PreparedTest):
+        test = PreparedTest.of(test, device)
     images, labels = images.detach().to(device), labels.to(device)
-    seeds = [seed * 1000 + k for k in range(repeats)]
-    accuracies = []
+    seeds = network_seeds(seed, repeats)
+    accuracies, test_s = [], 0.0
     for k, s in enumerate(seeds):
         net = train_network(images, labels, test.info, model, protocol, s, device,
                             lambda e: progress(k * protocol.epochs + e, repeats * protocol.epochs) if progress else None)
-        accuracies.append(accuracy(net, x_test, y_test, protocol.batch_test))
-    return EvalResult(model, asdict(protocol), accuracies, seeds, len(images), len(x_test),
-                      time.perf_counter() - start)
+        t0 = time.perf_counter()
+        accuracies.append(accuracy(net, test.x.to(device), test.y.to(device), protocol.batch_test))
+        test_s += time.perf_counter() - t0
+    return EvalResult(model, asdict(protocol), accuracies, seeds, len(images), len(test),
+                      time.perf_counter() - start, test_s)
 
 
 def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed: int, device,
-                  on_epoch: Callable[[int], None] | None = None) -> torch.nn.Module:
-    """Train one fresh network under the protocol; returns the network to test (the EMA one if any)."""
+                  on_epoch: Callable[[int], None] | None = None,
+                  prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.nn.Module:
+    """Train one fresh network under the protocol; returns the network to test (the EMA one if any).
+    `prepare` maps each minibatch of `images` to the network's input (e.g. uint8 -> normalised, for a
+    whole training split kept as uint8); by default the images are the input."""
     net = get_network(model, info.channels, info.num_classes, info.resolution, seed=seed).to(device)
     lr = protocol.lr if protocol.lr is not None else evaluation_lr(model)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
@@ -110,7 +138,7 @@ def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed
     dsa = augment.DSAParams() if protocol.dsa else None
     net.train()
     for epoch in range(protocol.epochs):
-        _train_epoch(net, opt, images, labels, protocol.batch_train, dsa, gen)
+        _train_epoch(net, opt, images, labels, protocol.batch_train, dsa, gen, prepare)
         sched.step()
         if ema is not None:
             ema.update_parameters(net)
@@ -119,10 +147,10 @@ def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed
     return ema.module if ema is not None else net
 
 
-def _train_epoch(net, opt, images, labels, batch: int, dsa, gen: torch.Generator) -> None:
+def _train_epoch(net, opt, images, labels, batch: int, dsa, gen: torch.Generator, prepare=None) -> None:
     order = torch.randperm(len(images), generator=gen).to(images.device)
     for idx in order.split(batch):
-        x = images[idx]
+        x = images[idx] if prepare is None else prepare(images[idx])
         if dsa is not None:
             x = augment.augment(x, dsa, gen)
         opt.zero_grad(set_to_none=True)
@@ -162,5 +190,5 @@ def summary(result: EvalResult) -> str:
             f"over {len(result.accuracies)} runs ({', '.join(pct)}), {result.wall_s:.0f} s")
 
 
-__all__ = ["PROTOCOLS", "EvalProtocol", "EvalResult", "accuracy", "evaluate_synset", "get_protocol",
-           "summary", "train_network"]
+__all__ = ["PROTOCOLS", "EvalProtocol", "EvalResult", "PreparedTest", "accuracy", "evaluate_synset", "get_protocol",
+           "network_seeds", "summary", "train_network"]
