@@ -1,4 +1,10 @@
-"""Writing a synthetic set to disk: tensors, per-class PNGs and a grid; JSON written atomically."""
+"""Writing a synthetic set to disk: tensors, per-class PNGs and a grid; JSON written atomically.
+
+Beside `synthetic.pt` goes DD-Ranking's input layout (NUS-HPC-AI-Lab/DD-Ranking's scripts read
+`torch.load(dir / "images.pt")` as the image tensor and build the hard labels class-major,
+`[0]*IPC + [1]*IPC + ...`): `images.pt` float32 [classes*IPC, C, H, W] in class-major order in the
+dataset's normalised space, `labels.pt` int64 [classes*IPC], and `lr.pt` (a float32 scalar tensor, read
+as `syn_lr`) where the method learned its own rate (TESLA)."""
 from __future__ import annotations
 
 import json
@@ -17,11 +23,16 @@ def folder_name(class_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", class_name).strip("_") or "class"
 
 
+DD_RANKING_FILES = ("images.pt", "labels.pt", "lr.pt")
+
+
 def write_set(folder: Path, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
-              extra: dict | None = None) -> None:
-    """synthetic.pt (normalised images + labels + extra tensors), images/<class>/<k>.png, grid.png."""
+              extra: dict | None = None, lr: float | None = None) -> None:
+    """synthetic.pt (normalised images + labels + extra tensors), DD-Ranking's images.pt/labels.pt (and
+    lr.pt when `lr`, a learned rate, is given), images/<class>/<k>.png, grid.png."""
     images, labels = images.detach().cpu().float(), labels.detach().cpu().long()
     torch.save({"images": images, "labels": labels, **(extra or {})}, folder / "synthetic.pt")
+    write_dd_ranking(folder, images, labels, lr)
     pixels = info.denormalize(images).clamp(0, 1)
     for c, name in enumerate(info.class_names):
         class_dir = folder / "images" / folder_name(name)
@@ -31,6 +42,15 @@ def write_set(folder: Path, images: torch.Tensor, labels: torch.Tensor, info: Da
     ipc = max(1, int((labels == labels[0]).sum())) if len(labels) else 1
     save_image(make_grid(pixels, nrow=ipc if ipc > 1 else len(info.class_names), padding=2, pad_value=1.0),
                folder / "grid.png")
+
+
+def write_dd_ranking(folder: Path, images: torch.Tensor, labels: torch.Tensor, lr: float | None = None) -> None:
+    """images.pt, labels.pt (class-major: a stable sort by label) and, with `lr`, lr.pt."""
+    order = torch.sort(labels.cpu(), stable=True).indices
+    torch.save(images.detach().cpu().float()[order].contiguous(), folder / "images.pt")
+    torch.save(labels.detach().cpu().long()[order].contiguous(), folder / "labels.pt")
+    if lr is not None:
+        torch.save(torch.tensor(float(lr), dtype=torch.float32), folder / "lr.pt")
 
 
 def write_json(path: Path, data: dict) -> None:

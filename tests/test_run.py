@@ -232,6 +232,10 @@ def test_tesla_walks_every_space_learns_its_lr_and_resumes_like_an_uninterrupted
     assert whole.state.steps_done == 10 and whole.status != "failed"
     assert all(0 < loss < 10 for s in whole.state.spaces for loss in s.losses[:-1])
     assert whole.ctx.objective.syn_lr != 0.01  # the student's learning rate is learned, across spaces
+    # The export carries it in DD-Ranking's layout (lr.pt, read as syn_lr) and in synthetic.pt.
+    lr = torch.load(whole.run_dir / "lr.pt", map_location="cpu")
+    assert lr.dtype == torch.float32 and lr.item() == pytest.approx(whole.ctx.objective.syn_lr, rel=1e-6)
+    assert torch.load(whole.run_dir / "synthetic.pt", weights_only=True)["syn_lr"] == whole.ctx.objective.syn_lr
     killed = make_run(root, tmp_path, G, proxy, name="killed", **tesla)
     for _ in range(5):
         killed.step()

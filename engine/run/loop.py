@@ -147,7 +147,8 @@ def end_space(ctx: RunContext, st: RunState, emit: Emit) -> None:
     space.best_distance = space.distances[space.best_step]  # the kept latent's, whatever the basis
     if ctx.config.accuracy_pick:
         space.accuracy = _accuracy(ctx, images)
-    path = write_space_file(ctx.run_dir, space.index, ws, f, space.cut, images, ctx.labels)
+    path = write_space_file(ctx.run_dir, space.index, ws, f, space.cut, images, ctx.labels,
+                            getattr(ctx.objective, "syn_lr", None))
     emit(SpaceEndEvent(space.index, space.cuts, space.best_step, space.best_distance, space.accuracy,
                        str(path.relative_to(ctx.run_dir)), images.cpu()))
     _advance(ctx, st)
