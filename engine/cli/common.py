@@ -7,8 +7,9 @@ import sys
 import torch
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same device: same result)")
+def add_common(parser: argparse.ArgumentParser, seed_help: str = "random seed (same seed, same device: same result)",
+               seed_default: int | None = 0) -> None:
+    parser.add_argument("--seed", type=int, default=seed_default, help=seed_help)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
