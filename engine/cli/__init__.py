@@ -11,6 +11,7 @@ from ..runtime import tune_allocator
 COMMANDS = {
     "distill": "distill",
     "evaluate": "evaluate",
+    "compare": "compare",
     "datasets": "datasets",
     "train-classifier": "train_classifier",
     "train-prior": "train_prior",

@@ -19,11 +19,21 @@ COMMON = {"seed", "device"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, its help from the field's metadata. Every flag defaults to None, so
-    `_config_and_dir` passes on only what the user gave: a bool field defaulting to False is `--flag`
-    (True when given), one defaulting to True is `--no-flag` (False when given)."""
+    add_config_arguments(p)
+    p.add_argument("--iterations", type=int, default=None,
+                   help="for pixel and glad: the total steps (same as --steps-per-space / --glad-steps)")
+    p.add_argument("--lr", type=float, default=None, help="alias of --lr-f")
+    p.add_argument("--out", type=Path, help="run folder to create")
+    p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last finished space")
+    add_common(p)
+
+
+def add_config_arguments(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+    """One flag per RunConfig field (but COMMON and `skip`), its help from the field's metadata. Every flag
+    defaults to None, so `given_config_values` passes on only what the user gave: a bool field defaulting
+    to False is `--flag` (True when given), one defaulting to True is `--no-flag` (False when given)."""
     for f in fields(RunConfig):
-        if f.name in COMMON:
+        if f.name in COMMON or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         help_ = field_help(f).replace("%", "%%")  # argparse %-formats help texts
@@ -35,12 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 p.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_)
         else:
             p.add_argument(flag, type=_parser_type(f), default=None, help=help_)
-    p.add_argument("--iterations", type=int, default=None,
-                   help="for pixel and glad: the total steps (same as --steps-per-space / --glad-steps)")
-    p.add_argument("--lr", type=float, default=None, help="alias of --lr-f")
-    p.add_argument("--out", type=Path, help="run folder to create")
-    p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last finished space")
-    add_common(p)
+
+
+def given_config_values(args: argparse.Namespace, skip: set[str] = frozenset()) -> dict:
+    """The RunConfig fields the user gave on the command line (flags left at None were not given)."""
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in COMMON and f.name not in skip}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _parser_type(f):
@@ -83,8 +93,7 @@ def _config_and_dir(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         raise UserError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one.")
     # Every flag defaults to None (add_arguments): what is not None the user gave, including `--ipc 0`
     # (which must reach validation, not vanish) and `--no-distance` (False).
-    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name not in COMMON}
-    values = {k: v for k, v in given.items() if v is not None}
+    values = given_config_values(args)
     if args.lr is not None:
         values["lr_f"] = args.lr
     if args.iterations is not None:
