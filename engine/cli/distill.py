@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ..data import DatasetError
 from ..run import Run, RunConfig, RunController, SpaceEndEvent, StepEvent
 from ..run.config import field_help
+from ..run.limits import check_device
 from .common import UserError, add_common, apply_threads, fail, resolve_device
 
 HELP = "distil a dataset with H-PD, GLaD or Pixel into a run folder (resumable with --resume)"
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         apply_threads(args.threads)
         config, run_dir = _config_and_dir(args)
+        check_device(config.device)  # cuda:7 on a one-GPU machine: refused before anything loads
         if _already_done(run_dir, config, args.resume is not None):
             print(f"{run_dir} already holds this finished run (same config); nothing to do.")
             return 0

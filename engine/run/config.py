@@ -10,6 +10,7 @@ from ..evaluate import PROTOCOLS
 from ..nets import list_networks
 from ..objectives import get_objective, objective_names
 from ..streams import MAX_SEED
+from .limits import check_ceilings, check_device_name
 
 METHODS = ("hpd", "glad", "pixel")
 SELECTIONS = ("distance", "loss", "last")
@@ -119,6 +120,10 @@ class RunConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.steps_per_space is not None and self.steps_per_space < 1:
             raise ValueError(f"--steps-per-space must be at least 1, got {self.steps_per_space}")
+        if self.glad_steps is not None and self.glad_steps < 1:
+            raise ValueError(f"--glad-steps must be at least 1, got {self.glad_steps}")
+        check_ceilings(self)
+        check_device_name(self.device)  # that it exists on this machine is checked where runs start
         if self.first_cut < 0:
             raise ValueError(f"--first-cut must be >= 0, got {self.first_cut}")
         if self.method == "pixel" and self.init in ("avg", "random"):

@@ -21,6 +21,7 @@ from ..nets import get_network
 from ..provenance import provenance
 from ..streams import Streams
 from .config import RunConfig
+from .limits import check_memory
 from .methods import Method, get_method
 
 
@@ -75,6 +76,9 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
     G = _generator(config, method, info, generator, device)
     plan = tuple(SpacePlan(i, cuts, G.layers[cuts[0]].name)
                  for i, cuts in enumerate(method.plan(config, len(G.layers))))
+    # Before the latents, the distance's real set and the objective take any memory: one sentence, not
+    # allocator text, when the device could not hold this run even empty.
+    check_memory(config, G, info.num_classes, info.channels, info.resolution, [p.cut for p in plan])
     labels = torch.arange(info.num_classes, device=device).repeat_interleave(config.ipc)
     idx = _class_indices(info, G.num_classes)
     classes = labels if idx is None else torch.tensor(idx, device=device)[labels]
