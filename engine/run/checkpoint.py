@@ -4,11 +4,11 @@ the objective's own state (TESLA's learned rate) are saved together."""
 from __future__ import annotations
 
 import json
-import os
 
 import torch
 
 from .context import RunContext
+from .durable import replacing
 from .state import RunState
 
 FORMAT = "hpd-studio/run-checkpoint/2"
@@ -17,10 +17,8 @@ FORMAT = "hpd-studio/run-checkpoint/2"
 def save_checkpoint(ctx: RunContext, st: RunState, event_seq: int) -> None:
     state = {"format": FORMAT, "state": st.state_dict(), "streams": ctx.streams.state_dict(),
              "objective": ctx.objective.state_dict(), "event_seq": event_seq}
-    path = ctx.run_dir / "checkpoint.pt"
-    tmp = path.with_name(".checkpoint.pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(ctx.run_dir / "checkpoint.pt") as tmp:  # unique name, fsynced, then renamed over
+        torch.save(state, tmp)
 
 
 def load_checkpoint(ctx: RunContext, st: RunState) -> int:
@@ -29,11 +27,13 @@ def load_checkpoint(ctx: RunContext, st: RunState) -> int:
     path = ctx.run_dir / "checkpoint.pt"
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files; the user needs one sentence
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files (and its advice
+        # to load with weights_only=False must never reach the user): one sentence instead
         raise ValueError(f"{path} is damaged ({type(exc).__name__}); delete it to restart the run from "
                          "the beginning, or restart the run in another folder") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a run checkpoint of this version; delete it to start the run over.")
+        raise ValueError(f"{path} is not a run checkpoint of this version (it holds a {type(saved).__name__}); "
+                         "delete it to restart the run from the beginning, or restart the run in another folder")
     try:
         st.load_state_dict(saved["state"], ctx.device)
         ctx.streams.load_state_dict(saved["streams"])

@@ -7,6 +7,7 @@ however long a step takes; `requested` says what is pending until the step in fl
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -23,6 +24,8 @@ class RunController:
         self._apply_lock = threading.Lock()   # one command at a time, in whichever thread applies it
         self._paused = False
         self._stop = False
+        self._suspend: str | None = None       # the message of a pending suspend()
+        self._on_end: list[Callable[[Run], None]] = []
         self._pending_steps = 0
         self._commands: deque[tuple[Callable, Future]] = deque()
         self._accepting = False               # the run thread will apply queued commands
@@ -36,7 +39,7 @@ class RunController:
     def requested(self) -> str | None:
         """"stop" or "pause" while the run is still finishing the step in flight, else None."""
         with self._lock:
-            if self._stop and self.run.status not in ("stopped", "finished", "failed"):
+            if self._stop and self.run.status not in ("stopped", "finished", "failed", "suspended"):
                 return "stop"
             if self._paused and self.run.status == "running" and not self._pending_steps:
                 return "pause"
@@ -59,6 +62,17 @@ class RunController:
 
     def stop(self) -> None:
         self._set(stop=True)
+
+    def suspend(self, message: str = "") -> None:
+        """End the run's thread between two steps without a final state ("suspended"): its folder keeps
+        the last checkpoint, and a new Run on the folder continues from there (what a kill allows too)."""
+        with self._lock:
+            self._suspend = message
+            self._wake.notify_all()
+
+    def on_end(self, callback: Callable[[Run], None]) -> None:
+        """Call `callback(run)` once the run's thread has ended, however it ended (after close())."""
+        self._on_end.append(callback)
 
     def step_once(self) -> None:
         """One step while paused (ignored while running: the run is stepping anyway)."""
@@ -117,6 +131,8 @@ class RunController:
                     return ("command", *self._commands.popleft())
                 if self._stop:
                     return ("stop",)
+                if self._suspend is not None:
+                    return ("suspend", self._suspend)
                 if not self._paused:
                     return ("step",)
                 if self._pending_steps:
@@ -138,6 +154,9 @@ class RunController:
                 elif action[0] == "stop":
                     self.run.emit_state("stopped")
                     return
+                elif action[0] == "suspend":
+                    self.run.emit_state("suspended", action[1])
+                    return
                 else:
                     if self.run.status != "running":
                         self.run.emit_state("running")
@@ -145,10 +164,15 @@ class RunController:
                         self.run.emit_state("finished")
                         return
         except Exception as exc:  # the run's thread must report, not die silently
-            self.run.fail(exc)
+            self.run.fail(exc)    # never raises, even when the log or run.json is what failed
         finally:
-            self._drain()
-            self.run.close()
+            # However the thread ends, the folder is given up and whoever waits on the run is told: a
+            # failure in one of these steps must not skip the next (a device queue waits on the last).
+            for cleanup in (self._drain, self.run.close, *(lambda cb=cb: cb(self.run) for cb in self._on_end)):
+                try:
+                    cleanup()
+                except Exception as exc:  # noqa: BLE001
+                    print(f"run {self.run.run_dir.name}: cleanup failed ({exc!r})", file=sys.stderr)
 
     def _drain(self) -> None:
         """Commands queued while the run ended are applied here; later ones apply in their caller."""

@@ -131,6 +131,10 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.kind.value: cls for cls in (
 Subscriber = Callable[[Event], None]
 
 
+class EventLogError(RuntimeError):
+    """RUN_DIR/events.jsonl could not be appended to (disk full, folder gone or read-only)."""
+
+
 class EventBus:
     """Stamps events, appends them (without tensors) to a JSONL file and delivers them in order."""
 
@@ -163,18 +167,30 @@ class EventBus:
         self._seq = seq
 
     def emit(self, event: Event) -> Event:
-        """Stamp, log and deliver `event`; returns the stamped event."""
+        """Stamp, log and deliver `event`; returns the stamped event. If the log cannot be written the
+        event still reaches every subscriber, then EventLogError is raised: a run whose record is
+        failing must end (as failed), not go on unrecorded."""
+        log_error = None
         with self._lock:
             self._seq += 1
             event = dataclasses.replace(event, seq=self._seq, time=time.time())
             if self._log_path is not None:
-                with open(self._log_path, "a") as fh:
-                    fh.write(json.dumps(to_json(event)) + "\n")
+                try:
+                    with open(self._log_path, "a") as fh:
+                        fh.write(json.dumps(to_json(event)) + "\n")
+                except (OSError, TypeError, ValueError) as exc:
+                    log_error = exc
             for fn in list(self._subscribers):
                 try:
                     fn(event)
                 except Exception as exc:  # one broken listener must not end the run or starve the others
-                    self._report(fn, event, exc)
+                    try:
+                        self._report(fn, event, exc)
+                    except EventLogError as report_error:
+                        log_error = log_error or report_error.__cause__ or report_error
+        if log_error is not None:
+            reason = getattr(log_error, "strerror", None) or type(log_error).__name__
+            raise EventLogError(f"the run's event log could not be written ({reason})") from log_error
         return event
 
     def _report(self, fn: Subscriber, event: Event, exc: Exception) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 LOCK_NAME = ".lock"
+EXPORT_LOCK_NAME = ".export.lock"
 
 
 class RunLock:
@@ -53,5 +57,30 @@ def is_live(run_dir: Path) -> bool | None:
         return True
     except OSError:
         return None
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def folder_lock(folder: Path, timeout: float = 120.0) -> Iterator[None]:
+    """Hold RUN_DIR/.export.lock: one export (and its zip) of a folder at a time, across threads and
+    processes (every holder opens the file itself, so two threads of one process exclude each other
+    too). Waits up to `timeout` seconds, then refuses with one sentence."""
+    folder = Path(folder)
+    fd = os.open(folder / EXPORT_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ValueError(f"another export of {folder.name} is still being written; try again "
+                                     "in a moment") from None
+                time.sleep(0.02)
+            except OSError:
+                break  # a file system without flock: unguarded rather than not at all
+        yield
     finally:
         os.close(fd)

@@ -6,6 +6,7 @@ in loop.py as functions of (context, state). Not thread-safe by itself: drive it
 """
 from __future__ import annotations
 
+import sys
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -16,9 +17,10 @@ from . import gradient, loop
 from .checkpoint import load_checkpoint, save_checkpoint, truncate_events
 from .config import RunConfig
 from .context import RunContext, build_context
-from .events import ErrorEvent, EventBus, PlanEvent, SelectedEvent, StateEvent
-from .export import export_space
-from .lock import RunLock
+from .durable import staged_entries
+from .events import ErrorEvent, EventBus, ExportedEvent, PlanEvent, SelectedEvent, StateEvent
+from .export import export_files, read_space_file
+from .lock import RunLock, folder_lock
 from .spaces import SpaceRecord
 from .state import RunState
 from .summary import summary
@@ -26,10 +28,12 @@ from .summary import summary
 
 class Run:
     def __init__(self, config: RunConfig, run_dir: str | Path, *, generator: LayeredGenerator | None = None,
-                 classifier=None):
-        """`generator`/`classifier` replace what the config's specs would load (tests, embedding apps)."""
+                 classifier=None, owner: str | None = None):
+        """`generator`/`classifier` replace what the config's specs would load (tests, embedding apps);
+        `owner` (an opaque id, e.g. the studio's hash of a user's token) is recorded in run.json."""
         self.config = config
         self.run_dir = Path(run_dir)
+        self.owner = owner
         self.bus = EventBus()
         self.ctx: RunContext | None = None
         self.state = RunState()
@@ -59,7 +63,11 @@ class Run:
         log = self.run_dir / "events.jsonl"
         # A resumed run continues from its checkpoint; the interrupted space's events are dropped (it runs
         # again), and a run killed before its first checkpoint starts its log over.
-        seq = load_checkpoint(ctx, st) if (self.run_dir / "checkpoint.pt").exists() else 0
+        try:
+            seq = load_checkpoint(ctx, st) if (self.run_dir / "checkpoint.pt").exists() else 0
+        except BaseException:
+            self.close()  # a damaged checkpoint leaves the folder as it was, and free
+            raise
         truncate_events(log, seq)
         self.bus.restore_seq(seq)
         self.bus.log_to(log)
@@ -126,7 +134,14 @@ class Run:
         if space is None:
             space = self.state.selected_space if self.state.selected_space is not None else self.state.space_index - 1
         self.check_selectable(space)
-        return export_space(self.run_dir, self.ctx.info, self.summary(), space, self.bus.emit)
+        saved = read_space_file(self.run_dir, space)
+        # One export of the folder at a time; the new set is written beside the old one, fsynced and
+        # swapped in piece by piece, so a reader (or a crash) never meets a half-written file.
+        with folder_lock(self.run_dir), staged_entries(self.run_dir) as staging:
+            export_files(staging, saved, self.ctx.info, self.summary() | {"exported_space": space})
+        path = self.run_dir / "synthetic.pt"
+        self.bus.emit(ExportedEvent(space, str(path)))
+        return path
 
     def _set_selected(self, space: int, reason: str) -> None:
         self.state.selected_space, self.state.selection_reason = space, reason
@@ -139,19 +154,41 @@ class Run:
             self._write_run_json()
 
     def fail(self, exc: BaseException) -> None:
-        self.bus.emit(ErrorEvent(str(exc), "".join(traceback.format_exception(exc))))
-        self.emit_state("failed", str(exc))
+        """Record the failure in the log and run.json as far as they can be written; never raises (the
+        log or run.json may be what failed), so whoever drives the run always gets to clean up."""
+        self.state.status = "failed"
+        message = error_sentence(exc)
+        steps = (lambda: self.bus.emit(ErrorEvent(message, "".join(traceback.format_exception(exc)))),
+                 lambda: self.bus.emit(StateEvent("failed", message)),
+                 lambda: self.ctx is not None and self._write_run_json())
+        for record in steps:
+            try:
+                record()
+            except Exception as err:  # noqa: BLE001 - reported, and the next record is still tried
+                print(f"run {self.run_dir.name}: could not record its failure ({err!r})", file=sys.stderr)
 
     # ------------------------------------------------------------ reporting
     def summary(self) -> dict:
         return summary(self.ctx, self.state)
 
     def _write_run_json(self) -> None:
-        write_json(self.run_dir / "run.json", self.summary())
+        data = self.summary()
+        if self.owner is not None:
+            data["owner"] = self.owner
+        write_json(self.run_dir / "run.json", data)
 
     def with_context(self, **changes) -> None:
         """Replace parts of the context (tests script the distance this way)."""
         self.ctx = replace(self.ctx, **changes)
+
+
+def error_sentence(exc: BaseException) -> str:
+    """One line for the user: our own errors (ValueError) as they are, anything else with its type."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    text = lines[0].strip() if lines else ""
+    if isinstance(exc, ValueError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def plan_event(ctx: RunContext) -> PlanEvent:
