@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from . import fashion_mnist, imagenet
-from .proxy import ProxyClassifier
+from .proxy import ClassifierError, ProxyClassifier
 
 Loader = Callable[[str | None, torch.device], ProxyClassifier]
 
@@ -30,6 +30,37 @@ _CLASSIFIERS: dict[str, Loader] = {
 
 def list_classifiers() -> list[str]:
     return list(_CLASSIFIERS)
+
+
+def classifier_file(spec: str) -> Path | None:
+    """The weight file a spec would read (None: a shipped asset); raises ValueError for an unknown spec."""
+    name, has_argument, argument = spec.partition("=")
+    if name not in _CLASSIFIERS:
+        raise ValueError(f"unknown classifier {spec!r}; valid classifiers: {', '.join(list_classifiers())} "
+                         "(torchvision:resnet18 also as 'torchvision:resnet18=/path/to/weights.pth')")
+    if name == "embedded:fashion-mnist":
+        if has_argument:
+            raise ValueError("'embedded:fashion-mnist' is the shipped asset and takes no '=path' argument")
+        return None
+    return Path(argument).expanduser() if argument else imagenet.hub_path()
+
+
+def check_classifier_spec(spec: str) -> None:
+    """Without loading it: the spec is known and its weight file exists, is readable and is a torch file
+    (a zip archive or a pickle). Raises ValueError (ClassifierError) with one sentence."""
+    path = classifier_file(spec)
+    if path is None:
+        return
+    if not path.is_file():
+        raise ClassifierError(f"the classifier weights are not at {path}; give an existing file "
+                              "(torchvision:resnet18=/path/to/resnet18-f37072fd.pth)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise ClassifierError(f"{path} cannot be read ({err.strerror or type(err).__name__})") from None
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ClassifierError(f"{path} is not a torch weight file (neither a zip archive nor a pickle)")
 
 
 def load_classifier(spec: str, device: torch.device | str = "cpu",

@@ -11,6 +11,24 @@ EMBEDDED_PREFIX = "embedded:"
 EMBEDDED = ("fashion-mnist",)
 
 
+def check_generator_spec(spec: str) -> None:
+    """What a spec promises, checked without loading it (a server checks this before queuing a run):
+    a known embedded name, or an existing, readable pickle file. Raises ValueError with one sentence."""
+    if spec.startswith(EMBEDDED_PREFIX):
+        if spec[len(EMBEDDED_PREFIX):] not in EMBEDDED:
+            raise ValueError(f"unknown embedded generator {spec!r}; choose one of: "
+                             f"{', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED)}, or a StyleGAN-XL .pkl path")
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"generator file {path} does not exist; give a StyleGAN-XL checkpoint (.pkl) "
+                         f"or one of: {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED)}")
+    if path.suffix != ".pkl":
+        raise ValueError(f"{path} is not a supported generator checkpoint; StyleGAN-XL .pkl files are supported.")
+    from .stylegan_xl.checkpoint import check_checkpoint_file
+    check_checkpoint_file(path)
+
+
 def load_generator(spec: str, device: torch.device | str = "cpu") -> LayeredGenerator:
     """"embedded:<dataset>" -> the prior shipped in assets/; a path -> a StyleGAN-XL checkpoint (.pkl)."""
     if spec.startswith(EMBEDDED_PREFIX):

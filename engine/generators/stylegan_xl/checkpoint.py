@@ -193,10 +193,21 @@ def _unpickle(path: Path) -> tuple[Any, tuple[str, ...]]:
             return reader.load(), tuple(sorted(reader.placeholders))
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    except MemoryError:
-        raise
+    except MemoryError:  # an empty message otherwise: say which file and why
+        raise CheckpointError(f"{path} could not be read: loading it ran out of memory (MemoryError); it is "
+                              "corrupt or far larger than this machine can hold") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read (it nests too deeply)") from None
     except Exception as e:  # noqa: BLE001 - any failure to parse is a corrupt file, reported as one sentence
-        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read ({type(e).__name__}: "
+                              f"{_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    """Library errors (torch's allocator, numpy) can span many lines: keep the first, cut short."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _check_path(path: Path) -> None:
@@ -204,6 +215,8 @@ def _check_path(path: Path) -> None:
         raise CheckpointError(f"StyleGAN-XL checkpoint not found: {path} (pass the path of a released .pkl file such as imagenet128.pkl)")
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file; pass the path of a StyleGAN-XL .pkl file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path} cannot be read (no permission); make it readable by this server")
 
 
 def _g_ema(top: Any, path: Path) -> PersistentRecord:
@@ -214,6 +227,20 @@ def _g_ema(top: Any, path: Path) -> PersistentRecord:
     if not isinstance(g, PersistentRecord) or g.class_name not in _GENERATOR_CLASSES:
         raise CheckpointError(f"{path} holds a G_ema of kind {_class_name(g)}, not a StyleGAN-XL Generator or SuperresGenerator")
     return g
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """What can be told without reading the file: it exists, is readable and starts as a pickle does
+    (protocol 2 or later, as every released StyleGAN-XL file). Raises CheckpointError (one sentence)."""
+    path = Path(path)
+    _check_path(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(2)
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({e.strerror or type(e).__name__})") from None
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        raise CheckpointError(f"{path} is not a pickle file; pass a StyleGAN-XL training pickle (.pkl)")
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
