@@ -1,4 +1,5 @@
-"""What every dataset loader returns: uint8 images in memory plus the facts to normalise them."""
+"""What every dataset loader returns: uint8 images (in memory here, or on disk: lazy.py) plus the facts to
+normalise them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,8 +67,12 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """uint8 images [n, C, H, W] at `index` (None: all); what LazyImageSet (lazy.py) offers too."""
+        return self.images if index is None else self.images[index]
+
     def normalized(self, index: torch.Tensor | slice | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        images = self.images if index is None else self.images[index]
+        images = self.take(index)
         return self.info.normalize(images.to(device).float() / 255)
 
     def class_indices(self) -> list[torch.Tensor]:

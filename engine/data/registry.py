@@ -5,8 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import cifar10, fashion_mnist, imagenet_subsets
+from . import cifar10, fashion_mnist, imagenet1k, imagenet_subsets, tiny_imagenet
 from .base import DatasetInfo, ImageSet
+from .lazy import LazyImageSet
 
 SPLITS = ("train", "test")
 
@@ -14,7 +15,7 @@ SPLITS = ("train", "test")
 @dataclass(frozen=True)
 class DatasetSpec:
     info: Callable[[int | None], DatasetInfo]
-    load: Callable[[str | Path | None, str, int | None], ImageSet]
+    load: Callable[[str | Path | None, str, int | None], ImageSet | LazyImageSet]
     default_root: Path
 
 
@@ -34,6 +35,13 @@ def _specs() -> dict[str, DatasetSpec]:
         "cifar10": DatasetSpec(_fixed(cifar10.INFO),
                                lambda root, split, res: cifar10.load_cifar10(root, split),
                                cifar10.DEFAULT_ROOT),
+        # Too large for memory: these two stream from disk through a bounded cache (lazy.py).
+        "tiny-imagenet": DatasetSpec(_fixed(tiny_imagenet.INFO),
+                                     lambda root, split, res: tiny_imagenet.load_tiny_imagenet(root, split),
+                                     tiny_imagenet.DEFAULT_ROOT),
+        "imagenet-1k": DatasetSpec(imagenet1k.info,
+                                   lambda root, split, res: imagenet1k.load_imagenet1k(root, split, res),
+                                   imagenet_subsets.DEFAULT_ROOT),
     }
     for name in imagenet_subsets.subsets():
         specs[name] = DatasetSpec(
@@ -60,8 +68,10 @@ def dataset_info(name: str, resolution: int | None = None) -> DatasetInfo:
     return _spec(name).info(resolution)
 
 
-def load_dataset(name: str, split: str, root: str | Path | None = None, resolution: int | None = None) -> ImageSet:
-    """Load one split into memory; raises DatasetError (with the fix) when files are missing or broken."""
+def load_dataset(name: str, split: str, root: str | Path | None = None,
+                 resolution: int | None = None) -> ImageSet | LazyImageSet:
+    """Load one split (into memory, or as a LazyImageSet for tiny-imagenet and imagenet-1k); raises
+    DatasetError (with the fix) when files are missing or broken."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     spec = _spec(name)
