@@ -136,7 +136,7 @@ def test_embedded_asset_missing_corrupt_or_wrong(tmp_path):
 # --- specs ----------------------------------------------------------------------------------------
 
 def test_unknown_spec_lists_valid_specs():
-    assert list_classifiers() == ["embedded:fashion-mnist", "torchvision:resnet18"]
+    assert list_classifiers() == ["embedded:fashion-mnist", "torchvision:resnet18", "trained:resnet18"]
     with pytest.raises(ValueError) as err:
         load_classifier("torchvision:resnet50", "cpu")
     for name in list_classifiers():

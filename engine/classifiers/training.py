@@ -1,9 +1,17 @@
-"""Training the embedded proxy: seeded, resumable per epoch, exported as a small weights-only asset.
+"""Training the embedded proxy (and SRe²L's Tiny-ImageNet teacher): seeded, resumable per epoch, exported
+as a small weights-only asset.
 
 Recipe: SGD (Nesterov momentum, weight decay) under a one-cycle schedule, with random shifts of up
 to `crop_padding` pixels and horizontal flips. Randomness comes from one seed: it fixes the weight
 initialisation and one generator per epoch, so a run resumed from its epoch checkpoint ends with the
 same weights as one that was never interrupted (same seed, same thread count).
+
+Tiny-ImageNet streams from disk (engine/data/lazy.py), so batches are read with `take()`. Its defaults
+(DATASET_DEFAULTS) take SRe²L's numbers where this trainer has the knob (zeyuanyin/tiny-imagenet
+`script/train_rn18.sh`: 50 epochs, batch 256, lr 0.2, momentum 0.9, weight decay 1e-4, the 64-wide
+ResNet-18 with a 3x3 stem and no max-pool); its recipe differs in the schedule (one-cycle here, 5
+warm-up epochs then cosine there), the augmentation (shift + flip here, random resized crop + flip
+there) and Nesterov momentum. The export loads as `trained:resnet18=FILE` (trained.py).
 """
 from __future__ import annotations
 
@@ -20,15 +28,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from engine.data import ImageSet, load_dataset
+from engine.data import ImageSet, LazyImageSet, dataset_info, load_dataset
 
-from . import fashion_mnist
+from . import fashion_mnist, trained
 from .assets import file_sha256
 from .augment import random_crop_flip
 from .small_resnet import SmallResNetConfig, build_small_resnet18
 
 CHECKPOINT_NAME = "checkpoint.pt"
-DATASETS = ("fashion-mnist",)  # the embedded proxy is the only one trained here
+DATASETS = ("fashion-mnist", "tiny-imagenet")
+# Per-dataset defaults of the fields below; fashion-mnist's are the field defaults (the embedded asset's).
+DATASET_DEFAULTS = {
+    "fashion-mnist": {},
+    "tiny-imagenet": {"epochs": 50, "batch_size": 256, "lr": 0.2, "momentum": 0.9, "weight_decay": 1e-4,
+                      "crop_padding": 4, "width": 64},
+}
 EVAL_BATCH = 1000
 
 
@@ -60,9 +74,17 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
 
+    @classmethod
+    def for_dataset(cls, dataset: str = "fashion-mnist", **given) -> "TrainConfig":
+        """The dataset's defaults (DATASET_DEFAULTS), then the `given` values that are not None."""
+        if dataset not in DATASETS:
+            raise ValueError(f"cannot train a proxy classifier on {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        return cls(dataset=dataset, **(DATASET_DEFAULTS[dataset] | {k: v for k, v in given.items() if v is not None}))
+
     @property
     def arch(self) -> SmallResNetConfig:
-        return SmallResNetConfig(in_channels=1, num_classes=10, width=self.width)
+        info = dataset_info(self.dataset)
+        return SmallResNetConfig(in_channels=info.channels, num_classes=info.num_classes, width=self.width)
 
 
 @dataclass
@@ -97,8 +119,9 @@ def build_network(config: TrainConfig) -> nn.Module:
     return net.to(memory_format=torch.channels_last)  # ~20% faster convolutions on CPU, same results
 
 
-def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
-    train, test = load_dataset(config.dataset, "train"), load_dataset(config.dataset, "test")
+def load_data(config: TrainConfig, root: str | Path | None = None) -> tuple[ImageSet | LazyImageSet,
+                                                                            ImageSet | LazyImageSet]:
+    train, test = load_dataset(config.dataset, "train", root), load_dataset(config.dataset, "test", root)
     if config.train_subset:
         train = train.subset(torch.arange(min(config.train_subset, len(train))))
     if config.test_subset:
@@ -140,7 +163,7 @@ def train_epoch(net: nn.Module, data: ImageSet, config: TrainConfig, opt: torch.
     loss_sum, correct = 0.0, 0
     for step in range(steps):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        images = random_crop_flip(data.images[index], config.crop_padding, config.flip, generator)
+        images = random_crop_flip(data.take(index), config.crop_padding, config.flip, generator)
         x = data.info.normalize(images.to(device).float() / 255).contiguous(memory_format=torch.channels_last)
         y = data.labels[index].to(device)
         logits = net(x)
@@ -195,17 +218,18 @@ class TrainResult:
 
 
 def train(config: TrainConfig, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = True,
-          log: Callable[[str], None] = print, data: tuple[ImageSet, ImageSet] | None = None) -> TrainResult:
+          log: Callable[[str], None] = print, data: tuple[ImageSet, ImageSet] | None = None,
+          data_root: str | Path | None = None) -> TrainResult:
     """Train (or resume) in `out_dir`, checkpointing after every epoch; returns the final network.
 
-    `data` (train, test) replaces `load_data(config)` for callers that already hold the splits.
+    `data` (train, test) replaces `load_data(config, data_root)` for callers that already hold the splits.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     checkpoint = out_dir / CHECKPOINT_NAME
     payload = _read_checkpoint(checkpoint, config)  # refuse a mismatched run before the slow data load
-    train_set, test_set = data or load_data(config)
+    train_set, test_set = data or load_data(config, data_root)
     steps = len(train_set) // config.batch_size
     if steps == 0:
         raise ValueError(f"{len(train_set)} training images give no full batch of {config.batch_size}")
@@ -244,7 +268,8 @@ def export(result: TrainResult, path: str | Path, threads: int | None, command: 
             "threads": threads, "wall_time_s": round(result.state.wall_time_s, 1), "command": command,
             "train_config": asdict(result.config), "storage_dtype": str(fashion_mnist.STORAGE_DTYPE)}
     asset = fashion_mnist.make_asset(result.net, result.config.arch, meta)
-    proxy = fashion_mnist.proxy_from_asset(asset).to(device)
+    proxy = (fashion_mnist.proxy_from_asset(asset) if result.config.dataset == "fashion-mnist"
+             else trained.from_asset(asset, path)).to(device)
     # The recorded figure is the shipped (float16-stored) weights' own accuracy, measured through the proxy.
     asset["meta"]["test_accuracy"] = accuracy(proxy, result.test, device, generator_range=True)
     path = Path(path)
