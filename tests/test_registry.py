@@ -46,10 +46,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_builtins_in_registration_order():
-    assert objective_names() == objectives.OBJECTIVES == ("dm", "dc", "dsa", "tesla")
-    assert [objectives.uses_dsa(n) for n in objective_names()] == [True, False, True, True]
-    assert [get_objective(n).steps_per_space for n in objective_names()] == [20, 100, 100, 100]
-    with pytest.raises(ValueError, match=r"^unknown objective 'x'; choose one of: dm, dc, dsa, tesla$"):
+    assert objective_names() == objectives.OBJECTIVES == ("dm", "dc", "dsa", "tesla", "sre2l")
+    assert [objectives.uses_dsa(n) for n in objective_names()] == [True, False, True, True, False]
+    assert [get_objective(n).steps_per_space for n in objective_names()] == [20, 100, 100, 100, 100]
+    with pytest.raises(ValueError, match=r"^unknown objective 'x'; choose one of: dm, dc, dsa, tesla, sre2l$"):
         get_objective("x")
 
 
@@ -67,7 +67,7 @@ def test_a_registered_objective_is_a_run_objective(toy):
 
 def test_a_registered_objective_is_in_distill_help(toy):
     text = " ".join(parser().format_help().split())  # argparse wraps lines
-    assert "tesla, toy" in text and "TOY: a test objective" in text and "toy 7" in text
+    assert "sre2l, toy" in text and "TOY: a test objective" in text and "toy 7" in text
     assert parser().parse_args(["--objective", "toy"]).objective == "toy"
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 from .context import MatchContext
 from .registry import ObjectiveSpec, build_for_run, get_objective, objective_names, register, registered, unregister
 
-# Imported in this order, they register dm, dc, dsa, tesla (objective_names() keeps registration order).
+# Imported in this order, they register dm, dc, dsa, tesla, sre2l (objective_names() keeps registration order).
 from .dm import DMObjective, DMParams, dm_loss  # noqa: E402
 from .dc import DCObjective, DCParams, dc_loss, gradient_distance, loops_for_ipc  # noqa: E402
 from .tesla import TeslaObjective, TeslaParams, tesla_gradients  # noqa: E402
+from .sre2l import SRe2LObjective, SRe2LParams  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -42,6 +43,7 @@ def build_objective(name: str, ctx: MatchContext, ipc: int, **overrides):
 
 
 __all__ = ["OBJECTIVES", "DCObjective", "DCParams", "DMObjective", "DMParams", "MatchContext", "ObjectiveSpec",
-           "TeslaObjective", "TeslaParams", "build_for_run", "build_objective", "check_objective", "dc_loss",
+           "SRe2LObjective", "SRe2LParams", "TeslaObjective", "TeslaParams", "build_for_run", "build_objective",
+           "check_objective", "dc_loss",
            "dm_loss", "get_objective", "gradient_distance", "loops_for_ipc", "objective_names", "register",
            "registered", "tesla_gradients", "unregister", "uses_dsa"]

@@ -1,4 +1,5 @@
-"""What an objective may use besides the synthetic images: real batches, fresh networks, randomness."""
+"""What an objective may use besides the synthetic images: real batches, fresh networks, randomness, and
+a frozen teacher when the run was given one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ class MatchContext:
     sampler holds it), network seeds and expert picks from "nets", DSA parameters from "dsa", minibatch
     orders from "order". Runs of different methods at one seed make the same calls, so they draw the
     same real batches, networks and augmentations at every step.
+
+    `teacher` is a frozen classifier the run was handed (Run(..., classifier=...)); objectives that need
+    one (SRe²L) use it before loading their own from the config's classifier spec. None: not given.
     """
 
     real: RealSampler
@@ -28,6 +32,7 @@ class MatchContext:
     streams: Streams
     dsa: DSAParams | None
     batch_real: int = 256
+    teacher: nn.Module | None = None
 
     @property
     def device(self) -> torch.device:

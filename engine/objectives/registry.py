@@ -79,7 +79,7 @@ def get_objective(name: str) -> ObjectiveSpec:
 
 
 def objective_names() -> tuple[str, ...]:
-    """The registered names, in registration order (the built-ins: dm, dc, dsa, tesla)."""
+    """The registered names, in registration order (the built-ins: dm, dc, dsa, tesla, sre2l)."""
     return tuple(_REGISTRY)
 
 
