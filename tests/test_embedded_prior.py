@@ -200,3 +200,27 @@ def test_train_prior_command_end_to_end_and_resume(tmp_path, capsys):
     blob = torch.load(export, weights_only=True)
     assert blob["meta"]["steps"] == 2 and blob["config"] == EmbeddedConfig().to_dict()
     assert cli_main(["train-prior", "--out", str(tmp_path / "none"), "--resume", "--kimg", "0.032"]) == 2
+
+
+def test_a_lost_run_folder_continues_from_its_state_file(tmp_path):
+    """The committed state file lets another machine continue the same run: equal to an uninterrupted one."""
+    images, labels = _tiny_data()
+    names = tuple(str(c) for c in range(10))
+    cpu = torch.device("cpu")
+    whole = train_prior(_tiny_cfg(0.048), images, labels, names, tmp_path / "a", cpu, progress=False, log=lambda s: None)
+    state = tmp_path / "committed" / "prior_state.pt"
+    train_prior(_tiny_cfg(0.024), images, labels, names, tmp_path / "lost", cpu, progress=False, log=lambda s: None,
+                state_file=state)
+    lines = []
+    resumed = train_prior(_tiny_cfg(0.048), images, labels, names, tmp_path / "elsewhere", cpu, progress=False,
+                          log=lines.append, state_file=state)
+    assert resumed.resumed_from_step == 3 and resumed.steps == whole.steps == 6
+    assert any(f"resumed from {state}" in line for line in lines)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "elsewhere")
+    for part in ("G", "D", "G_ema"):
+        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
+    assert torch.load(state, weights_only=True)["images_seen"] == b["images_seen"]  # kept up to date
+    state.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a readable prior training state"):
+        train_prior(_tiny_cfg(0.064), images, labels, names, tmp_path / "new", cpu, progress=False,
+                    log=lambda s: None, state_file=state)

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ms-weight", type=float, default=1.0, help="mode-seeking weight (0 turns it off)")
     parser.add_argument("--ac-weight", type=float, default=0.5, help="auxiliary class loss weight")
     parser.add_argument("--export", type=Path, default=None, help="write the EMA generator here when done")
+    parser.add_argument("--state-file", type=Path, default=None,
+                        help="also keep the training state in this one file (overwritten at every checkpoint; "
+                             "commit it: a run whose --out folder is lost continues from it, on any machine)")
     parser.add_argument("--resume", action="store_true",
                         help="insist on resuming (fail if --out has no checkpoint); resuming is automatic anyway")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (progress lines still print)")
@@ -32,15 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     device = resolve_device(args.device)
-    if args.resume and not (args.out / "checkpoint.pt").is_file():
-        return fail(f"--resume was given but {args.out / 'checkpoint.pt'} does not exist")
+    if args.resume and not (args.out / "checkpoint.pt").is_file() and not (args.state_file and args.state_file.is_file()):
+        return fail(f"--resume was given but neither {args.out / 'checkpoint.pt'} nor a --state-file exists")
     cfg = TrainConfig(dataset=args.dataset, kimg=args.kimg, batch=args.batch, seed=args.seed,
                       ckpt_kimg=args.ckpt_kimg, r1_gamma=args.r1_gamma, ms_weight=args.ms_weight,
                       ac_weight=args.ac_weight)
     data = load_dataset(args.dataset, "train", root=args.data_root)
     try:
         result = train_prior(cfg, data.images, data.labels, data.info.class_names, args.out, device,
-                             export=args.export, progress=not args.no_progress, log=lambda s: print(s, flush=True))
+                             export=args.export, progress=not args.no_progress, log=lambda s: print(s, flush=True),
+                             state_file=args.state_file)
     except ValueError as e:
         return fail(str(e))
     print(f"done: {result.steps} steps, {result.images_seen / 1000:.1f} kimg, "
