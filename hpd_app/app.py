@@ -7,30 +7,43 @@ from pathlib import Path
 import gradio as gr
 
 from .api import register_api
-from .jobs import Components, JobRegistry
+from .jobs import Components, JobRegistry, ServerLimits
 from .ui import Page
 
-# Gradio's cache (grid PNGs sent to browsers): swept every 5 min of files older than 10 min.
+# Gradio's cache (grid PNGs and download copies sent to browsers): swept every 5 min of files older than 10 min.
 DELETE_CACHE = (300, 600)
+MAX_UPLOAD = "1mb"  # the page uploads nothing; this bounds what anyone can post to Gradio's upload route
+QUEUE_SIZE = 256    # requests waiting in Gradio's own queue, all users together
 
 
-def build_app(runs_dir: str | Path = "runs", *, generator=None, classifier=None,
-              data_root: str | None = None) -> gr.Blocks:
-    """`generator`/`classifier`/`data_root` go to every Run (tests use tiny ones on fake data)."""
-    registry = JobRegistry(Path(runs_dir), Components(generator, classifier, data_root))
+def build_app(runs_dir: str | Path = "runs", *, generator=None, classifier=None, data_root: str | None = None,
+              limits: ServerLimits = ServerLimits(), listeners: tuple = ()) -> gr.Blocks:
+    """`generator`/`classifier`/`data_root`/`listeners` go to every Run (tests use tiny ones on fake data)."""
+    registry = JobRegistry(Path(runs_dir), Components(generator, classifier, data_root, tuple(listeners)),
+                           limits=limits)
     # Held to the end of the process on purpose: its runs' threads must be stopped before exit.
     atexit.register(registry.shutdown)
     with gr.Blocks(title="H-PD Studio", delete_cache=DELETE_CACHE) as demo:
         page = Page(registry)
         page.wire(demo)
         register_api(registry)
-    demo.queue(default_concurrency_limit=4, max_size=256)
+    demo.queue(default_concurrency_limit=4, max_size=QUEUE_SIZE)
+    demo.hpd_registry = registry  # for tests and embedding apps
     return demo
 
 
 def launch_app(demo: gr.Blocks, runs_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
-               share: bool = False, prevent_thread_lock: bool = False, quiet: bool = False):
-    """Serve; downloads may come only from the runs folder. Returns (app, local_url, share_url)."""
-    Path(runs_dir).mkdir(parents=True, exist_ok=True)
-    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(Path(runs_dir).resolve())],
-                       prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=True)
+               share: bool = False, prevent_thread_lock: bool = False, quiet: bool = False,
+               max_file_size: str | int = MAX_UPLOAD):
+    """Serve. Nothing under the runs folder is served by URL (it is blocked, not allowed): downloads are
+    per-request copies in Gradio's cache. Returns (app, local_url, share_url)."""
+    runs = Path(runs_dir).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    cache = Path(demo.GRADIO_CACHE).resolve()
+    if runs == cache or cache in runs.parents or runs in cache.parents:
+        raise ValueError(f"the runs folder {runs} and Gradio's cache {cache} (served to anyone who has a "
+                         "file's name) must not contain one another; choose another --runs-dir or GRADIO_TEMP_DIR")
+    # Errors reach users as the one sentence of a gr.Error; anything else shows as a bare "Error".
+    return demo.launch(server_name=host, server_port=port, share=share, blocked_paths=[str(runs)],
+                       max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+                       show_error=False)

@@ -12,6 +12,8 @@ from dataclasses import replace
 
 from engine import (Event, PlanEvent, RunConfig, SpaceEndEvent, dataset_info, export_files, from_json, is_live,
                     read_space_file)
+from engine.run.durable import replacing, staged_entries, staged_folder
+from engine.run.lock import RunLock, folder_lock
 
 from .bundle import zip_export
 from .reduce import reduce
@@ -29,14 +31,42 @@ def list_run_folders(runs_dir: Path) -> list[str]:
 
 
 def run_folder(runs_dir: Path, name: str) -> Path:
-    """The folder `name` directly under the runs dir; nothing outside it can be opened."""
+    """The folder `name` directly under the runs dir, resolved (every spelling of one folder gives one
+    path); nothing outside it can be opened. The message never shows the server's paths."""
     base = Path(runs_dir).resolve()
-    path = (base / name).resolve()
-    if not name or path.parent != base:
-        raise ValueError(f"{name!r} is not a folder directly under the runs folder {base}")
-    if not (path / "run.json").is_file():
-        raise ValueError(f"{path} holds no run.json; it is not a run folder")
+    try:
+        path = (base / name).resolve() if isinstance(name, str) and name and "\0" not in name else None
+    except (OSError, RuntimeError, ValueError):
+        path = None
+    if path is None or path.parent != base or not (path / "run.json").is_file():
+        raise ValueError(f"{str(name)[:80]!r} is not a run folder directly under the runs folder")
     return path
+
+
+def read_meta(run_dir: Path) -> dict:
+    try:
+        data = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def mark_state(run_dir: Path, state: str) -> None:
+    """Write `state` into run.json of a folder nobody writes (a killed run still said "running"); a
+    folder whose lock is held, or that cannot be written, is left as it is."""
+    try:
+        lock = RunLock.acquire(Path(run_dir))
+    except (ValueError, OSError):
+        return
+    try:
+        meta = read_meta(run_dir)
+        if meta and meta.get("state") != state:
+            with replacing(Path(run_dir) / "run.json") as tmp:
+                tmp.write_text(json.dumps(meta | {"state": state}, indent=2, default=str))
+    except OSError:
+        pass
+    finally:
+        lock.release()
 
 
 def _plan_from_meta(meta: dict) -> PlanEvent:
@@ -106,6 +136,7 @@ def load_folder(run_id: str, run_dir: Path, log: EventLog, snap: Snapshot | None
         # Nobody holds the folder's lock: the process that wrote it ended before the run did.
         snap = snap.evolve(state="interrupted", message="the run was interrupted before it ended (its process "
                            f"stopped); continue it with `python -m engine distill --resume {run_dir}`")
+        mark_state(run_dir, "interrupted")  # run.json says so too from now on
     return snap
 
 
@@ -122,11 +153,16 @@ def _stamp(run_dir: Path) -> tuple:
 
 
 class FolderJob:
-    """A run folder opened for browsing: pick a layer and export; it does not compute."""
+    """A run folder opened for browsing: pick a layer and export; it does not compute.
+
+    A `shared` folder (a CLI run: no owner recorded) is read-only for the studio: its exports go to
+    RUN_DIR/exports/space_XX/, each swapped in whole, never over the run's own synthetic.pt."""
     source = "folder"
 
-    def __init__(self, run_id: str, owner: str, run_dir: Path, clock=time.monotonic):
+    def __init__(self, run_id: str, owner: str, run_dir: Path, clock=time.monotonic, shared: bool = False):
         self.run_id, self.owner, self.run_dir = run_id, owner, run_dir
+        self.shared = shared
+        self._bundle: Path | None = None
         self._lock = threading.Lock()
         self._clock = clock
         self._log = EventLog(run_dir)
@@ -184,14 +220,34 @@ class FolderJob:
         space = snap.selected_space if snap.selected_space in self._saved() else (self._saved() or [None])[-1]
         if space is None:
             raise ValueError(f"{self.run_dir.name} has no finished layer to export")
-        meta = json.loads((self.run_dir / "run.json").read_text())
+        meta = read_meta(self.run_dir)
+        meta.pop("owner", None)  # export.json travels with the download: no owner id in it
         saved = read_space_file(self.run_dir, space)
-        path = export_files(self.run_dir, saved, dataset_info(meta["config"]["dataset"]),
-                            meta | {"exported_space": space})
-        zip_export(self.run_dir)
+        info, provenance = dataset_info(meta["config"]["dataset"]), meta | {"exported_space": space}
+        if self.shared:
+            exports = self.run_dir / "exports"
+            exports.mkdir(exist_ok=True)
+            target = exports / f"space_{space:02d}"
+            with folder_lock(exports), staged_folder(target) as staging:
+                export_files(staging, saved, info, provenance)
+                zip_export(staging)
+        else:
+            target = self.run_dir
+            with folder_lock(target):
+                with staged_entries(target) as staging:
+                    export_files(staging, saved, info, provenance)
+                zip_export(target)
+        path = target / "synthetic.pt"
         with self._lock:
+            self._bundle = target / "export.zip"
             self._snap = self._snap.evolve(export_path=str(path))
         return path
+
+    def bundle(self) -> Path:
+        """The zip of this browser's last export."""
+        if self._bundle is None or not self._bundle.is_file():
+            raise ValueError(f"nothing exported from {self.run_dir.name} yet; export first")
+        return self._bundle
 
     def cam_input(self, key):
         snap = self._snap

@@ -1,26 +1,41 @@
-"""The exported set as one zip for the browser's download, written inside the run folder."""
+"""The exported set as one zip, written beside the export, and per-request copies of it for downloads.
+
+The runs folder is never served by URL: a download is a copy of the zip in a folder of Gradio's cache
+with a random name (what the page's Download button and the /download endpoint hand out)."""
 from __future__ import annotations
 
-import os
+import secrets
+import shutil
 import zipfile
 from pathlib import Path
+
+from engine.run.durable import replacing
 
 EXPORTED = ("synthetic.pt", "grid.png", "export.json")
 
 
-def zip_export(run_dir: Path) -> Path:
-    """RUN_DIR/export.zip holding synthetic.pt, grid.png, export.json and images/; replaced atomically."""
-    run_dir = Path(run_dir)
-    target = run_dir / "export.zip"
-    tmp = run_dir / ".export.zip.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+def zip_export(folder: Path) -> Path:
+    """FOLDER/export.zip holding synthetic.pt, grid.png, export.json and images/: written under a
+    unique temporary name, fsynced, then renamed over the old zip (the caller holds the folder's export
+    lock, so the files it reads are one export's)."""
+    folder = Path(folder)
+    target = folder / "export.zip"
+    with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in EXPORTED:
-            if (run_dir / name).is_file():
-                zf.write(run_dir / name, name)
-        images = run_dir / "images"
+            if (folder / name).is_file():
+                zf.write(folder / name, name)
+        images = folder / "images"
         if images.is_dir():
             for path in sorted(images.rglob("*")):
                 if path.is_file():
-                    zf.write(path, str(path.relative_to(run_dir)))
-    os.replace(tmp, target)
+                    zf.write(path, str(path.relative_to(folder)))
+    return target
+
+
+def download_copy(bundle: Path, cache_dir: str | Path) -> Path:
+    """A copy of `bundle` in a fresh, randomly named folder of Gradio's cache (swept with the cache)."""
+    folder = Path(cache_dir) / f"hpd-{secrets.token_hex(16)}"
+    folder.mkdir(parents=True)
+    target = folder / "export.zip"
+    shutil.copyfile(bundle, target)
     return target

@@ -25,7 +25,11 @@ class DeviceQueue:
             else:
                 self._waiting.setdefault(job.device, []).append(job)
         if free:
-            job.launch()
+            try:
+                job.launch()
+            except Exception:  # noqa: BLE001
+                self.release(job)
+                raise
 
     def release(self, job: Launchable) -> None:
         """The job is done with its device (finished, failed or stopped): start the next in line."""
@@ -39,7 +43,11 @@ class DeviceQueue:
             else:
                 self._active[job.device] = nxt
         if nxt is not None:
-            nxt.launch()
+            try:
+                nxt.launch()
+            except Exception:  # noqa: BLE001 - a job that cannot start must not hold the device
+                self.release(nxt)
+                raise
 
     def cancel(self, job: Launchable) -> bool:
         """Take a waiting job out of the line; False if it is not waiting."""
@@ -49,6 +57,13 @@ class DeviceQueue:
                 line.remove(job)
                 return True
             return False
+
+    def waiting(self, device: str | None = None) -> int:
+        """How many jobs wait (for `device`, or for any device)."""
+        with self._lock:
+            if device is not None:
+                return len(self._waiting.get(device, []))
+            return sum(len(line) for line in self._waiting.values())
 
     def position(self, job: Launchable) -> int | None:
         """1 for the next to start; None when not waiting."""

@@ -91,8 +91,16 @@ def _exported(snap: Snapshot, e: ExportedEvent) -> Snapshot:
     return snap.evolve(export_path=e.path)
 
 
+MAX_WARNINGS = 5
+
+
 def _error(snap: Snapshot, e: ErrorEvent) -> Snapshot:
-    # The message is the user's; the traceback stays in events.jsonl for whoever debugs.
+    # The message is the user's; the traceback stays in events.jsonl for whoever debugs. A listener that
+    # failed while the run went on is a warning: it must not read as the run's own failure.
+    if e.source == "subscriber":
+        if e.message in snap.warnings:
+            return snap
+        return snap.evolve(warnings=(snap.warnings + (e.message,))[-MAX_WARNINGS:])
     return snap.evolve(message=e.message)
 
 

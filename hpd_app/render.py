@@ -55,8 +55,11 @@ def timeline(snap: Snapshot, queue_position: int | None = None) -> str:
         acc = _accuracy(snap, snap.selected_space)
         parts.append(f"selected layer {snap.selected_space + 1} ({snap.selection_reason}){acc}")
     text = " · ".join(parts)
-    if snap.message and snap.state in ("failed", "running", "pausing", "paused", "stopping", "stopped", "interrupted"):
+    if snap.message and snap.state in ("failed", "running", "pausing", "paused", "stopping", "stopped", "interrupted",
+                                       "suspended"):
         text += f"\n\n{'**Error:** ' if snap.state == 'failed' else ''}{snap.message}"
+    for warning in snap.warnings:
+        text += f"\n\n**Warning:** {warning}"
     return text
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 TERMINAL = ("finished", "failed", "stopped", "interrupted")  # interrupted: a folder whose process ended mid-run
+# Not terminal: "suspended" (a paused run gave its device back; Resume queues it again).
 LABELS = {"hpd": "H-PD", "glad": "GLaD", "pixel": "Pixel"}
 
 
@@ -59,6 +60,7 @@ class Snapshot:
     selected_space: int | None = None
     selection_reason: str | None = None
     export_path: str | None = None
+    warnings: tuple[str, ...] = ()            # listeners that failed while the run went on (last few)
     version: int = 0
 
     @property
@@ -92,4 +94,5 @@ def status_json(snap: Snapshot, queue_position: int | None) -> dict:
                     "accuracy": s.accuracy} for s in snap.spaces],
         "selected_space": snap.selected_space, "selection_reason": snap.selection_reason,
         "export_path": snap.export_path, "distance_measured": snap.distance_measured, "note": snap.note,
+        "warnings": list(snap.warnings),
     }

@@ -6,7 +6,6 @@ and gr.skip() what did not change.
 """
 from __future__ import annotations
 
-import secrets
 import time
 
 import gradio as gr
@@ -14,7 +13,10 @@ import gradio as gr
 from engine import METHODS, OBJECTIVES, SELECTIONS, list_datasets, resolve_device
 
 from . import render
+from .bundle import download_copy
+from .errors import public_snapshot, user_message
 from .jobs import JobRegistry
+from .owners import new_token, token_owner, token_problem
 from .snapshot import LABELS
 
 POLL_S = 0.5
@@ -102,11 +104,23 @@ class Page:
         self.timer = gr.Timer(POLL_S)
 
     # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _owner(browser: dict) -> str:
+        """The page's owner id: from the token the server issued at load (refused if it was tampered with)."""
+        return token_owner((browser or {}).get("token", ""))
+
+    def _message(self, exc: Exception) -> str:
+        return user_message(exc, self.registry.runs_dir)
+
     def _jobs(self, browser: dict, watch: list[str]) -> list:
+        try:
+            owner = self._owner(browser)
+        except ValueError:
+            return []
         out = []
-        for run_id in watch:
+        for run_id in watch or []:
             try:
-                out.append(self.registry.job(run_id, browser.get("token", "")))
+                out.append(self.registry.job(run_id, owner))
             except LookupError:
                 continue
         return out
@@ -131,19 +145,25 @@ class Page:
             return render.grid(snap.preview, snap.class_names, snap.ipc), note
         return render.grid(snap.preview, snap.class_names, snap.ipc), ""
 
-    def _runs_update(self, token: str, value: str | None = None):
-        return gr.Dropdown(choices=self.registry.owned(token), value=value)
+    def _runs_update(self, browser: dict, value: str | None = None):
+        return gr.Dropdown(choices=self.registry.owned(self._owner(browser)), value=value)
+
+    def _folders_update(self, browser: dict):
+        return gr.Dropdown(choices=self.registry.folders(self._owner(browser)))
 
     # ------------------------------------------------------------ handlers
     def on_load(self, browser: dict) -> dict:
+        """The server issues the page's owner token (kept in the browser); a stored one that is not a
+        token the server could have issued is replaced."""
         browser = dict(browser or {})
-        token = browser.get("token") or secrets.token_urlsafe(16)
-        browser["token"] = token
+        token = browser.get("token")
+        if not isinstance(token, str) or token_problem(token) is not None:
+            browser["token"], browser["watch"] = new_token(), []
         watch = [j.run_id for j in self._jobs(browser, browser.get("watch", []))]
         browser["watch"] = watch
         return {self.browser: browser, self.watch: watch, self.seen: {},
-                self.runs: self._runs_update(token, watch[0] if watch else None),
-                self.folders: gr.Dropdown(choices=self.registry.folders())}
+                self.runs: self._runs_update(browser, watch[0] if watch else None),
+                self.folders: self._folders_update(browser)}
 
     def _form_values(self, data: dict) -> dict:
         values = {name: data[comp] for name, comp in self.form.items()}
@@ -154,17 +174,22 @@ class Page:
         return values
 
     def _start_runs(self, data: dict, methods: list[str | None]) -> dict:
-        browser = dict(data[self.browser])
-        token = browser.get("token") or secrets.token_urlsafe(16)
-        browser["token"] = token
+        browser = dict(data[self.browser] or {})
         values = self._form_values(data)
+        ids = []
         try:
-            ids = [self.registry.start(values | ({"method": m} if m else {}), token) for m in methods]
-        except ValueError as exc:
-            return {self.status: f"**Could not start:** {exc}", self.browser: browser}
+            owner = self._owner(browser)
+            for m in methods:
+                ids.append(self.registry.start(values | ({"method": m} if m else {}), owner))
+        except Exception as exc:  # noqa: BLE001 - one sentence on the page
+            if not ids:
+                return {self.status: f"**Could not start:** {self._message(exc)}", self.browser: browser}
+            self.registry.job(ids[0], owner).stop()  # a comparison is both runs or none
+            return {self.status: f"**Could not start:** {self._message(exc)}", self.browser: browser}
         browser["watch"] = ids
         return {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
-                self.runs: self._runs_update(token, ids[0]), self.grid_a: None, self.grid_b: gr.Image(None, visible=len(ids) > 1),
+                self.runs: self._runs_update(browser, ids[0]), self.grid_a: None,
+                self.grid_b: gr.Image(None, visible=len(ids) > 1),
                 self.download: gr.DownloadButton(interactive=False), self.export_info: ""}
 
     def on_start(self, data: dict) -> dict:
@@ -184,15 +209,18 @@ class Page:
         if not name:
             return {self.status: "Pick a run folder first."}
         try:
-            run_id = self.registry.open_folder(name, browser.get("token", ""))
-        except ValueError as exc:
-            return {self.status: f"**Could not open:** {exc}"}
+            run_id = self.registry.open_folder(name, self._owner(browser))
+        except Exception as exc:  # noqa: BLE001 - one sentence on the page
+            return {self.status: f"**Could not open:** {self._message(exc)}"}
         browser = dict(browser) | {"watch": [run_id]}
         return {self.browser: browser, self.watch: [run_id], self.seen: {},
-                self.runs: self._runs_update(browser["token"], run_id), self.grid_b: gr.Image(None, visible=False)}
+                self.runs: self._runs_update(browser, run_id), self.grid_b: gr.Image(None, visible=False)}
 
-    def on_refresh(self) -> dict:
-        return {self.folders: gr.Dropdown(choices=self.registry.folders())}
+    def on_refresh(self, browser: dict) -> dict:
+        try:
+            return {self.folders: self._folders_update(browser)}
+        except ValueError:
+            return {self.folders: gr.skip()}
 
     def command(self, name: str):
         def handler(browser: dict, watch: list[str]) -> dict:
@@ -200,8 +228,8 @@ class Page:
             for job in self._jobs(browser, watch):
                 try:
                     getattr(job, name)()
-                except ValueError as exc:
-                    notes.append(str(exc))
+                except Exception as exc:  # noqa: BLE001 - one sentence on the page
+                    notes.append(self._message(exc))
             return {self.export_info: "\n\n".join(notes)}
         handler.__name__ = f"on_{name}"  # distinct from the public API names
         return handler
@@ -213,7 +241,7 @@ class Page:
         if not jobs:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
-        snaps = [j.snapshot for j in jobs]
+        snaps = [public_snapshot(j.snapshot, self.registry.runs_dir) for j in jobs]
         notes = []
         for job, comp, key in zip(jobs, (self.grid_a, self.grid_b), ("a", "b")):
             sig = [job.run_id, job.snapshot.preview_version, show_cam]
@@ -260,8 +288,8 @@ class Page:
             return {self.layer_info: "No run on screen."}
         try:
             jobs[0].select_layer(int(layer))
-        except ValueError as exc:
-            return {self.layer_info: f"**Could not select:** {exc}"}
+        except Exception as exc:  # noqa: BLE001 - one sentence on the page
+            return {self.layer_info: f"**Could not select:** {self._message(exc)}"}
         return {self.layer_info: render.layer_caption(jobs[0].snapshot, int(layer))}
 
     def on_export(self, browser: dict, watch: list[str]) -> dict:
@@ -270,11 +298,16 @@ class Page:
             return {self.export_info: "No run on screen.", self.download: gr.skip()}
         try:
             path = jobs[0].export()
-        except ValueError as exc:
-            return {self.export_info: f"**Could not export:** {exc}", self.download: gr.skip()}
-        bundle = path.parent / "export.zip"
-        return {self.export_info: f"Wrote `{path}` (and `{path.parent / 'images'}`, `{bundle}`).",
-                self.download: gr.DownloadButton(value=str(bundle), interactive=True)}
+            # The runs folder is not served: the button gets this request's own copy in Gradio's cache.
+            copy = download_copy(jobs[0].bundle(), self.download.GRADIO_CACHE)
+        except Exception as exc:  # noqa: BLE001 - one sentence on the page
+            return {self.export_info: f"**Could not export:** {self._message(exc)}", self.download: gr.skip()}
+        runs = self.registry.runs_dir.resolve()
+        folder = path.parent.resolve()
+        where = folder.relative_to(runs) if folder.is_relative_to(runs) else folder.name
+        return {self.export_info: f"Wrote `synthetic.pt`, `images/`, `grid.png` and `export.zip` into "
+                                  f"`{runs.name}/{where}` on the server.",
+                self.download: gr.DownloadButton(value=str(copy), interactive=True)}
 
     # ------------------------------------------------------------ wiring
     def wire(self, demo: gr.Blocks) -> None:
@@ -291,7 +324,7 @@ class Page:
                         **private)
         self.open_btn.click(self.on_open_folder, [self.browser, self.folders],
                             [self.browser, self.watch, self.seen, self.runs, self.grid_b, self.status], **private)
-        self.refresh_btn.click(self.on_refresh, None, [self.folders], **private)
+        self.refresh_btn.click(self.on_refresh, [self.browser], [self.folders], **private)
         for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)

@@ -122,7 +122,7 @@ def test_stop_a_queued_run_and_a_running_one(server):
     ('{"ipc": 0}', "--ipc must be at least 1"),
     ('{"method": "diffusion"}', "unknown method 'diffusion'; choose one of: hpd, glad, pixel"),
     ('{"steps": 3}', "unknown config field"),
-    ('{"ipc": "two"}', "ipc must be a int number"),
+    ('{"ipc": "two"}', "ipc must be a whole number"),
     ("not json", "not valid JSON"),
     ('{"device": "cuda:7"}', "CUDA is not available"),
 ])
@@ -133,12 +133,15 @@ def test_bad_configs_come_back_as_clear_messages(server, config, message):
     assert message in str(err.value) and "Traceback" not in str(err.value)
 
 
-def test_a_missing_generator_fails_the_run_with_its_message(tmp_path, root):
+def test_a_missing_generator_is_refused_at_start(tmp_path, root):
+    """Found before the run is queued (not when it reaches the device), in one sentence without the path."""
     with served(tmp_path / "runs", tmp_path / "gradio", data_root=str(root)) as url:
         c = Client(url, verbose=False)
-        rid = c.predict('{"generator": "/nonexistent/sg.pkl"}', "", api_name="/start")
-        s = wait_for(c, rid, lambda s: s["state"] == "failed")
-    assert "generator file /nonexistent/sg.pkl does not exist" in s["message"] and "Traceback" not in s["message"]
+        with pytest.raises(AppError) as err:
+            c.predict('{"generator": "/nonexistent/sg.pkl"}', "", api_name="/start")
+    message = str(err.value)
+    assert "generator file .../sg.pkl does not exist" in message and "Traceback" not in message
+    assert "/nonexistent" not in message
 
 
 def test_opening_a_cli_run_folder(server, root):
@@ -155,9 +158,12 @@ def test_opening_a_cli_run_folder(server, root):
     with pytest.raises(AppError, match="opened from disk"):
         c.predict(rid, "", api_name="/pause")
     c.predict(rid, 0, "", api_name="/select_layer")
-    saved = torch.load(Path(c.predict(rid, "", api_name="/export")), weights_only=True)
+    exported = Path(c.predict(rid, "", api_name="/export"))
+    # A CLI folder (no owner) is read-only for the studio: the export goes beside the run's own.
+    assert exported == runs.resolve() / "cli-run" / "exports" / "space_00" / "synthetic.pt"
+    saved = torch.load(exported, weights_only=True)
     assert saved["images"].shape == (10, 1, 32, 32)
-    with pytest.raises(AppError, match="not a folder directly under"):
+    with pytest.raises(AppError, match="not a run folder directly under"):
         c.predict("../x", "", api_name="/open_folder")
 
 

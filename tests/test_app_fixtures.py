@@ -18,6 +18,7 @@ TINY = {"steps_per_space": 3, "batch_real": 8, "distance_real_per_class": 5, "me
 @contextmanager
 def served(runs_dir: Path, temp_dir: Path, **components):
     """Launch build_app(runs_dir, **components) on a free port; yield its URL."""
+    previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(temp_dir)
     from hpd_app import build_app, launch_app
     demo = build_app(runs_dir, **components)
@@ -25,6 +26,8 @@ def served(runs_dir: Path, temp_dir: Path, **components):
     try:
         yield url
     finally:
+        if previous is not None:  # a server started inside another's block leaves the outer one's cache
+            os.environ["GRADIO_TEMP_DIR"] = previous
         # demo.close() can hang on open connections; give it a bounded time (as Gradio's own tests do).
         closer = threading.Thread(target=demo.close, daemon=True)
         closer.start()
