@@ -276,7 +276,8 @@ def run_compare(spec: CompareSpec, out: str | Path, *, device: str = "cpu", cach
         folder_state(cell.folder, cell.config)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "baselines"
-    test = test or load_dataset(base.dataset, "test", base.data_root)
+    if test is None:
+        test = load_dataset(base.dataset, "test", base.data_root)
     timings = _read_json(out / TIMINGS_FILE) or {}
     by_seed: dict[int, list[Cell]] = {}
     for cell in cells:

@@ -149,7 +149,8 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
     synthetic, summary = read_run(run_dir)
     config = summary["config"]
     device = torch.device(device)
-    test = test or load_dataset(config["dataset"], "test", data_root or config.get("data_root"))
+    if test is None:
+        test = load_dataset(config["dataset"], "test", data_root or config.get("data_root"))
     resolve_models(list(spec.models), test.info.resolution)  # the spec's models must fit the data
     seed, seed_source = eval_seed(spec, int(config.get("seed", 0)))
     key = {"format": EVAL_FORMAT, "synthetic_sha256": _file_sha256(run_dir / "synthetic.pt"),
@@ -169,7 +170,8 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
     for model, protocol, store in todo:
         if model in store:
             continue
-        prepared = prepared or PreparedTest.of(test, device)
+        if prepared is None:
+            prepared = PreparedTest.of(test, device)
         base = finished
         report = (lambda d, t, b=base: progress("suite", b + d, total)) if progress else None
         result = evaluate_synset(images, labels, prepared, model, protocol, spec.repeats, seed, device, report)
