@@ -108,10 +108,14 @@ def score_rounds(syn_aug: list[float], syn_no_aug: list[float] | None, random_au
 
 
 # ------------------------------------------------------------------------------------------ the baselines
-def split_fingerprint(data: ImageSet) -> str:
+def split_fingerprint(data) -> str:
     """A short hash of a split's images and labels: a cached baseline is only reused for the same data."""
     h = hashlib.sha1()
-    h.update(data.images.contiguous().numpy().tobytes())
+    images = getattr(data, "images", None)
+    if images is not None:
+        h.update(images.contiguous().numpy().tobytes())
+    else:  # a split read from disk on demand (LazyImageSet): its file list stands for its images
+        h.update("\n".join(data.files).encode())
     h.update(data.labels.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -196,6 +200,9 @@ def whole_data_baseline(train: ImageSet, test: PreparedTest, model: str, epochs:
     """Accuracy of `model` trained on the whole training split (WHOLE_DATA_PROTOCOL for `epochs`); cached.
     The split stays uint8 on the device and each minibatch is normalised as it is drawn."""
     protocol = get_protocol(WHOLE_DATA_PROTOCOL, epochs)
+    if getattr(train, "images", None) is None:
+        raise ValueError(f"the whole-data baseline keeps the {train.info.name} training split in memory, and "
+                         f"{train.info.name} is read from disk on demand; --scores does not support it yet")
     key = _key("whole-data", train, model, protocol, repeats)
     cached = cache.load(key)
     if cached is not None:
