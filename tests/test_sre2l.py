@@ -229,3 +229,14 @@ def test_an_imagenet_teacher_is_restricted_to_a_subset():
     assert obj.teacher.class_indices == list(imagenet_indices("imagenette")) and obj.params.r_bn == 0.01
     loss, grad = obj.loss_and_grad(data.normalized(torch.arange(10)), torch.arange(10))
     assert np.isfinite(loss) and grad.shape == (10, 3, 128, 128) and grad.abs().sum() > 0
+
+
+def test_the_classifier_handed_to_a_run_is_its_teacher(root, G, tmp_path):
+    """Run(..., classifier=...) (tests, embedding apps) reaches SRe²L as its teacher, as it does the distance."""
+    proxy = tiny_proxy()
+    run = Run(tiny_config(root, objective="sre2l", method="pixel", steps_per_space=1), tmp_path / "given",
+              generator=G, classifier=proxy)
+    while run.step():
+        pass
+    run.close()
+    assert run.ctx.objective.teacher is proxy and run.finished

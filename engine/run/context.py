@@ -85,7 +85,8 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
     distance, note = _distance(config, info, sampler, streams, classifier, device)
     return RunContext(config, Path(run_dir), method, info, val, sampler, G, plan,
                       method.steps_per_space(config, len(G.layers)), labels, classes, distance, note,
-                      _objective(config, info, sampler, streams, device), streams, provenance(config.device))
+                      _objective(config, info, sampler, streams, device, classifier), streams,
+                      provenance(config.device))
 
 
 def _splits(cfg: RunConfig, streams: Streams) -> tuple[ImageSet, ImageSet | None]:
@@ -137,10 +138,11 @@ def _distance(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: 
     return ClassRelevantDistance(proxy, info.to_generator(real), labels, info.num_classes), ""
 
 
-def _objective(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: Streams, device):
+def _objective(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: Streams, device, given):
+    """`given`: the classifier handed to the run, also the teacher of objectives that need one (SRe²L)."""
     spec = objectives.get_objective(cfg.objective)
     ctx = objectives.MatchContext(
         real=sampler, streams=streams, batch_real=cfg.batch_real, dsa=DSAParams() if spec.uses_dsa else None,
         new_net=lambda seed: get_network(cfg.net, info.channels, info.num_classes, info.resolution,
-                                         seed=seed).to(device))
+                                         seed=seed).to(device), teacher=given)
     return objectives.build_for_run(cfg, ctx)
