@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from dataclasses import fields
 
 from engine import RunConfig, resolve_device
 from engine.classifiers.registry import check_classifier_spec
-from engine.data import dataset_info
+from engine.data import DATASETS, dataset_info
 from engine.generators import PixelGenerator, load_generator
 from engine.generators.loader import EMBEDDED_PREFIX, check_generator_spec
 from engine.run.limits import check_device, check_memory
@@ -102,6 +103,14 @@ def parse_config(values: dict | str, data_root: str | None = None) -> RunConfig:
     return RunConfig(**clean)
 
 
+def _check_data_root(config: RunConfig) -> None:
+    """The dataset's folder must exist: found now, not when the run reaches the device after a queue."""
+    root = Path(config.data_root) if config.data_root else Path(DATASETS[config.dataset].default_root)
+    if not root.is_dir():
+        raise ValueError(f"there is no {config.dataset} folder at {root}; set data_root to the folder that holds "
+                         f"its files (python -m engine datasets --check lists what is present)")
+
+
 class Prechecks:
     """The /start checks that need the generator or the file system; embedded generators are loaded
     (on the CPU, once) to measure the run against the device's memory."""
@@ -111,6 +120,7 @@ class Prechecks:
         self._embedded: dict[str, object] = {}
 
     def check(self, config: RunConfig) -> None:
+        _check_data_root(config)
         method = get_method(config.method)
         if method.uses_gan and self._generator is None:
             check_generator_spec(config.generator_spec)

@@ -125,6 +125,7 @@ def test_stop_a_queued_run_and_a_running_one(server):
     ('{"ipc": "two"}', "ipc must be a whole number"),
     ("not json", "not valid JSON"),
     ('{"device": "cuda:7"}', "CUDA is not available"),
+    ('{"data_root": "/nonexistent/fmnist"}', "there is no fashion-mnist folder at"),
 ])
 def test_bad_configs_come_back_as_clear_messages(server, config, message):
     c = Client(server[0], verbose=False)

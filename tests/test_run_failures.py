@@ -208,3 +208,33 @@ def test_parallel_exports_leave_one_whole_zip(root, tmp_path):
     leftovers = [p.name for p in run.run_dir.iterdir() if p.name.startswith(".") and p.name not in
                  (".lock", ".export.lock")]
     assert leftovers == []
+
+
+def test_an_export_cut_short_mid_swap_is_rolled_forward_whole(root, tmp_path):
+    """A crash after some of a staged export's entries were swapped in: the next open completes the swap,
+    so the folder holds one export whole (the new one), never a mix; an unfinished staging is dropped."""
+    from engine.run.durable import COMPLETE
+    run = Run(tiny_config(root, steps_per_space=1), tmp_path / "cut", generator=tiny_generator(),
+              classifier=tiny_proxy())
+    while run.step():
+        pass
+    run.close()
+    folder = run.run_dir
+    # Stage the run's own export of space 1 by hand, as Run.export would, and "crash" after one entry.
+    staging = folder / ".staging-crash"
+    staging.mkdir()
+    from engine.run.export import export_files, read_space_file
+    export_files(staging, read_space_file(folder, 1), run.ctx.info, {"exported_space": 1})
+    (staging / COMPLETE).touch()
+    os.replace(staging / "synthetic.pt", folder / "synthetic.pt")  # the one entry swapped before the crash
+    unfinished = folder / ".staging-unfinished"
+    unfinished.mkdir()
+    (unfinished / "synthetic.pt").write_bytes(b"half")
+    again = Run(tiny_config(root, steps_per_space=1), folder, generator=tiny_generator(), classifier=tiny_proxy())
+    again.prepare()
+    again.close()
+    assert not list(folder.glob(".staging-*"))
+    assert torch.load(folder / "synthetic.pt", weights_only=True)["space"] == 1
+    assert json.loads((folder / "export.json").read_text())["exported_space"] == 1  # the rest came along
+    assert torch.equal(torch.load(folder / "images.pt", weights_only=True),
+                       torch.load(folder / "synthetic.pt", weights_only=True)["images"])

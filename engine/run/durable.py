@@ -78,21 +78,48 @@ def swap_in(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
+COMPLETE = ".complete"  # in a staging folder: everything is written and fsynced; only the swap remains
+
+
+def _swap_entries(staging: Path, folder: Path) -> None:
+    # Folders first, the files (export.json last) after: the description is replaced last.
+    entries = sorted((p for p in staging.iterdir() if p.name != COMPLETE),
+                     key=lambda p: (not p.is_dir(), p.name == "export.json", p.name))
+    for entry in entries:
+        swap_in(entry, folder / entry.name)
+    fsync_dir(folder)
+
+
+def recover_staged(folder: Path) -> None:
+    """Finish what a crash interrupted in `folder`: a staging folder marked complete is swapped in (the
+    entries it still holds; those already moved are in place), an unmarked one was never finished and
+    is dropped, and folders renamed aside for a swap are removed. So after a crash mid-swap the next
+    export or open rolls the new set forward: the set in place is always one export whole."""
+    folder = Path(folder)
+    for staging in sorted(folder.glob(".staging-*")):
+        if (staging / COMPLETE).is_file():
+            _swap_entries(staging, folder)
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in folder.glob(".*.old-*"):
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_entries(folder: Path) -> Iterator[Path]:
-    """Yield a fresh staging folder inside `folder`; what the block writes there is fsynced and each
-    entry swapped into `folder` (files renamed over, folders swapped whole). The staging folder is
-    removed whatever happens."""
+    """Yield a fresh staging folder inside `folder`; what the block writes there is fsynced, marked
+    complete and each entry swapped into `folder` (files renamed over, folders swapped whole). The
+    caller holds the folder's export lock; an earlier crash's leftovers are recovered first."""
     folder = Path(folder)
+    recover_staged(folder)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     try:
         yield staging
         fsync_tree(staging)
-        # Folders first, the files (export.json last) after: the description is replaced last.
-        entries = sorted(staging.iterdir(), key=lambda p: (not p.is_dir(), p.name == "export.json", p.name))
-        for entry in entries:
-            swap_in(entry, folder / entry.name)
-        fsync_dir(folder)
+        marker = staging / COMPLETE
+        marker.touch()
+        fsync_file(marker)
+        fsync_dir(staging)
+        _swap_entries(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

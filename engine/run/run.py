@@ -17,7 +17,7 @@ from . import gradient, loop
 from .checkpoint import load_checkpoint, save_checkpoint, truncate_events
 from .config import RunConfig
 from .context import RunContext, build_context
-from .durable import staged_entries
+from .durable import recover_staged, staged_entries
 from .events import ErrorEvent, EventBus, ExportedEvent, PlanEvent, SelectedEvent, StateEvent
 from .export import export_files, read_space_file
 from .lock import RunLock, folder_lock
@@ -60,6 +60,8 @@ class Run:
         # The folder appears only once everything has loaded: bad input leaves nothing behind.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock.acquire(self.run_dir)
+        with folder_lock(self.run_dir):
+            recover_staged(self.run_dir)  # an export a crash cut short is rolled forward, whole
         log = self.run_dir / "events.jsonl"
         # A resumed run continues from its checkpoint; the interrupted space's events are dropped (it runs
         # again), and a run killed before its first checkpoint starts its log over.
