@@ -3,11 +3,18 @@
 Figures: class agreement (the share of class-conditional samples a classifier assigns to their own
 class; gate >= 85% over 1000 samples) and within-class diversity (mean pairwise distance of
 classifier features within a class, beside the same figure for real test images, plus the pixel
-L1 figure). The classifier is the shipped proxy `embedded:fashion-mnist` when it loads; otherwise
+L1 figure); in the classifier's penultimate feature space, the Frechet distance between real and
+sampled features (beside the same figure for two disjoint halves of real images) and k-NN precision and
+recall (Kynkaanniemi et al. 2019, k = 3); with --distill-check, what distillation needs: ConvNet-3
+trained on 10 random samples per class against 10 random real images per class, and at IPC 1 on the
+average-noise latent of each class against one random real image (the `dc` protocol, 5 networks,
+--draws draws). The classifier is the shipped proxy `embedded:fashion-mnist` when it loads; otherwise
 a stand-in ConvNet trained here for about a minute (the output says which one gave the figures).
 
-    python bench/bench_prior_quality.py [--generator fashion-mnist | --checkpoint checkpoints/prior]
-                                        [--classifier auto|proxy|standin] [--threads 1] [--json out.json]
+    python bench/bench_prior_quality.py [--generator fashion-mnist | --checkpoint checkpoints/prior |
+                                         --checkpoint assets/training/fashion_mnist_prior_state.pt]
+                                        [--classifier auto|proxy|standin] [--distill-check] [--threads 1]
+                                        [--json out.json]
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,33 +139,84 @@ def within_class_distance(x: torch.Tensor, labels: torch.Tensor, p: float) -> fl
     return torch.stack(per_class).mean().item()
 
 
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two feature sets (rows are samples)."""
+    from scipy import linalg
+    a, b = a.double().numpy(), b.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(s_a @ s_b)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * root.real))
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """k-NN manifolds: precision = share of fakes inside some real sample's k-NN ball, recall the reverse."""
+    def covered(ref: torch.Tensor, query: torch.Tensor) -> float:
+        radii = torch.cdist(ref, ref).kthvalue(k + 1, dim=1).values  # +1: each point is its own nearest
+        return (torch.cdist(query, ref) <= radii.unsqueeze(0)).any(1).float().mean().item()
+    return covered(real, fake), covered(fake, real)
+
+
 @torch.no_grad()
-def measure(G, logits_fn, features_fn, real_images, real_labels, per_class: int, seed: int, psi: float) -> dict:
+def measure(G, logits_fn, features_fn, real_images, real_labels, per_class: int, seed: int, psi: float,
+            real_half: torch.Tensor) -> dict:
     images, labels = generate(G, per_class, seed, psi)
     pred = torch.cat([logits_fn(x).argmax(1) for x in images.split(200)])
     per_class_acc = [(pred[labels == c] == c).float().mean().item() for c in range(G.num_classes)]
     feats = torch.cat([features_fn(x) for x in images.split(200)])
     real_feats = torch.cat([features_fn(x) for x in real_images.split(200)])
+    other_feats = torch.cat([features_fn(x) for x in real_half.split(200)])
+    precision, recall = precision_recall(real_feats, feats)
     return {"psi": psi, "samples": len(labels), "class_agreement": (pred == labels).float().mean().item(),
             "per_class_agreement": [round(a, 3) for a in per_class_acc],
             "feature_diversity": within_class_distance(feats, labels, 2.0),
             "feature_diversity_real": within_class_distance(real_feats, real_labels, 2.0),
+            "frechet_distance": frechet_distance(real_feats, feats),
+            "frechet_distance_real_vs_real": frechet_distance(real_feats, other_feats),
+            "precision": precision, "recall": recall,
             "pixel_l1_diversity": within_class_distance(images, labels, 1.0) / images[0].numel(),
             "pixel_l1_diversity_real": within_class_distance(real_images, real_labels, 1.0) / images[0].numel()}
+
+
+def distill_check(G, train, test, draws: int, epochs: int, seed: int) -> dict:
+    """ConvNet-3 (dc protocol, 5 networks) on 10 samples per class vs 10 random real images per class,
+    and at IPC 1 on each class's average-noise latent vs one random real image; `draws` draws each."""
+    from engine.evaluate import evaluate_synset, get_protocol
+    from engine.data import RealSampler
+    from engine.streams import Streams
+    info, protocol = train.info, get_protocol("dc", epochs)
+    out = {"epochs": epochs, "draws": draws, "ipc10_samples": [], "ipc10_real": [], "ipc1_avg": [], "ipc1_real": []}
+    for draw in range(draws):
+        streams = Streams(seed + draw)
+        sampler = RealSampler(train, "cpu", streams["real"])
+        for ipc, real_key in ((10, "ipc10_real"), (1, "ipc1_real")):
+            real, labels = sampler.sample_all(ipc)
+            out[real_key].append(evaluate_synset(real, labels, test, "convnet", protocol, 5, draw).mean)
+        labels = torch.arange(10).repeat_interleave(10)
+        c = F.one_hot(labels, 10).float()
+        with torch.no_grad():
+            z = torch.randn(len(labels), G.z_dim, generator=streams["latents"])
+            fake = info.from_generator(G(G.mapping(z, c)))
+            avg = info.from_generator(G(G.mean_ws(torch.eye(10), n=1000, generator=streams["latents"])))
+        out["ipc10_samples"].append(evaluate_synset(fake, labels, test, "convnet", protocol, 5, draw).mean)
+        out["ipc1_avg"].append(evaluate_synset(avg, torch.arange(10), test, "convnet", protocol, 5, draw).mean)
+    return out
 
 
 def load_generator_under_test(args) -> tuple[EmbeddedGenerator, str]:
     if args.checkpoint is None:
         G = load_embedded(args.generator, "cpu")
         return G, f"asset {args.generator} (meta {G.meta})"
-    state = torch.load(Path(args.checkpoint) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    path = Path(args.checkpoint)  # a training folder, or a state file (train-prior --state-file)
+    state = torch.load(path / "checkpoint.pt" if path.is_dir() else path, map_location="cpu", weights_only=True)
     G = EmbeddedGenerator(EmbeddedConfig(**state["config"]["generator"]))
     G.load_state_dict(state["G_ema"])
     return G.eval().requires_grad_(False), f"checkpoint {args.checkpoint} at {state['images_seen'] / 1000:.1f} kimg"
 
 
-def real_per_class(test, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = torch.cat([torch.nonzero(test.labels == c).flatten()[:per_class] for c in range(10)])
+def real_per_class(test, per_class: int, skip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` test images of every class after the first `skip` ones ([-1, 1] range)."""
+    idx = torch.cat([torch.nonzero(test.labels == c).flatten()[skip:skip + per_class] for c in range(10)])
     return test.images[idx].float() / 127.5 - 1, test.labels[idx]
 
 
@@ -174,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--grid", type=Path, default=None, help="also write a class-labelled sample grid PNG here")
+    parser.add_argument("--distill-check", action="store_true",
+                        help="also train ConvNet-3 on samples vs real images (10 and 1 per class; minutes per draw)")
+    parser.add_argument("--draws", type=int, default=3, help="draws of the distill check")
+    parser.add_argument("--eval-epochs", type=int, default=300, help="epochs of each distill-check network")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     G, source = load_generator_under_test(args)
@@ -183,18 +246,22 @@ def main(argv: list[str] | None = None) -> int:
     name, logits_fn, features_fn = classifier_and_features(args.classifier, train, args.standin_steps, args.seed,
                                                       args.standin_cache)
     real_images, real_labels = real_per_class(test, args.per_class)
+    real_half, _ = real_per_class(test, args.per_class, skip=args.per_class)  # disjoint: the real-vs-real figure
     real_hit = torch.cat([logits_fn(x).argmax(1) for x in real_images.split(200)]) == real_labels
     real_per_class_acc = [round(real_hit[real_labels == c].float().mean().item(), 3) for c in range(10)]
     result = {"generator": source, "classifier": name, "classifier_real_test_agreement": real_hit.float().mean().item(),
               "classifier_real_per_class": real_per_class_acc,
-              "runs": [measure(G, logits_fn, features_fn, real_images, real_labels, args.per_class, args.seed, psi)
-                       for psi in args.psi]}
+              "runs": [measure(G, logits_fn, features_fn, real_images, real_labels, args.per_class, args.seed, psi,
+                               real_half) for psi in args.psi]}
+    if args.distill_check:
+        result["distill_check"] = distill_check(G, train, test, args.draws, args.eval_epochs, args.seed)
     print(json.dumps(result, indent=2))
     for run in result["runs"]:
         verdict = "PASS" if run["class_agreement"] >= GATE else "FAIL"
         print(f"psi {run['psi']}: class agreement {run['class_agreement']:.1%} ({verdict}, gate {GATE:.0%}); "
               f"feature diversity {run['feature_diversity']:.3f} vs real {run['feature_diversity_real']:.3f}; "
-              f"classifier: {name}")
+              f"Frechet {run['frechet_distance']:.3f} (real vs real {run['frechet_distance_real_vs_real']:.3f}); "
+              f"precision {run['precision']:.3f}, recall {run['recall']:.3f}; classifier: {name}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
