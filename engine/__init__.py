@@ -14,7 +14,7 @@ _EXPORTS = {
     "read_events": "engine.run", "read_space_file": "engine.run", "export_space": "engine.run",
     "PlanEvent": "engine.run", "SpaceStartEvent": "engine.run", "from_json": "engine.run", "is_live": "engine.run",
     "METHODS": "engine.run", "SELECTIONS": "engine.run",
-    "OBJECTIVES": "engine.objectives",
+    "OBJECTIVES": "engine.objectives", "get_objective": "engine.objectives",
     "list_datasets": "engine.data", "dataset_info": "engine.data", "DatasetError": "engine.data",
     "load_generator": "engine.generators", "load_classifier": "engine.classifiers",
     "cam_heatmaps": "engine.cam", "overlay": "engine.cam",

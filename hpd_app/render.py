@@ -10,8 +10,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .snapshot import Snapshot
 
-CELL = 64          # pixels per image in the grid
-HEADER = 16        # pixels of class-name header
+CELL = 96          # pixels per image in the grid (small images are upscaled, nearest neighbour)
+BAND = 30          # blank band on top: Gradio's label badge and toolbar icons sit there, over nothing
+HEADER = BAND + 16  # the band, then a line of class names: no label is ever covered
 COLORS = {"hpd": "#d62728", "glad": "#1f77b4", "pixel": "#2ca02c"}
 
 
@@ -29,7 +30,7 @@ def grid(images: Sequence[np.ndarray] | np.ndarray, class_names: Sequence[str], 
     canvas = Image.new("RGB", (n_classes * CELL, HEADER + rows * CELL), "white")
     draw, font = ImageDraw.Draw(canvas), _font()
     for c, name in enumerate(class_names):
-        draw.text((c * CELL + 2, 2), name[:11], fill="black", font=font)
+        draw.text((c * CELL + 2, BAND + 2), name[:15], fill="black", font=font)
     for i, img in enumerate(images):
         arr = np.asarray(img)
         if arr.ndim == 3 and arr.shape[2] == 1:
@@ -106,7 +107,8 @@ def _draw_run(ax, ax_loss, snap: Snapshot) -> None:
     dist = [(p.x, p.distance) for p in snap.curve if p.distance is not None]
     loss = [(p.x, p.loss) for p in snap.curve if p.loss is not None]
     if dist:
-        ax.plot(*zip(*dist), color=color, linewidth=1.5, label=f"{snap.label} distance")
+        # Markers: a curve of one point (step 0, before the first step ends) is visible too.
+        ax.plot(*zip(*dist), color=color, linewidth=1.5, marker="o", markersize=2.5, label=f"{snap.label} distance")
     if loss:
         ax_loss.plot(*zip(*loss), color=color, linewidth=1, linestyle="--", alpha=0.6, label=f"{snap.label} loss")
     marks = [(v.index * snap.steps_per_space + (v.best_step or 0), v.best_distance)

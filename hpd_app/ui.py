@@ -10,7 +10,7 @@ import time
 
 import gradio as gr
 
-from engine import METHODS, OBJECTIVES, SELECTIONS, list_datasets, resolve_device
+from engine import METHODS, OBJECTIVES, SELECTIONS, get_objective, list_datasets, resolve_device
 
 from . import render
 from .bundle import download_copy
@@ -47,11 +47,13 @@ class Page:
                 self.form = {
                     "dataset": gr.Dropdown(list_datasets(), value="fashion-mnist", label="Dataset"),
                     "method": gr.Dropdown([(LABELS[m], m) for m in METHODS], value="hpd", label="Method"),
-                    "objective": gr.Dropdown(list(OBJECTIVES), value="dm", label="Objective"),
+                    "objective": gr.Dropdown([(get_objective(n).label, n) for n in OBJECTIVES], value="dm",
+                                             label="Objective"),
                     "generator": gr.Textbox("", label="Generator",
                                             placeholder="empty: the dataset's embedded prior; or a StyleGAN-XL .pkl"),
                     "ipc": gr.Number(1, label="Images per class", precision=0),  # the engine validates (one message)
-                    "steps_per_space": gr.Number(0, label="Steps per layer (0: the paper's)", precision=0),
+                    "steps_per_space": gr.Number(0, label="Steps per layer (0: the paper's, " + ", ".join(
+                        f"{n} {get_objective(n).steps_per_space}" for n in OBJECTIVES) + ")", precision=0),
                     "lr_w": gr.Number(0, label="Learning rate of W+ (0: the default)"),
                     "lr_f": gr.Number(0, label="Learning rate of f / pixels (0: the default)"),
                     "seed": gr.Number(0, label="Seed", precision=0),
