@@ -31,18 +31,9 @@ def check_generator_spec(spec: str) -> None:
 
 def load_generator(spec: str, device: torch.device | str = "cpu") -> LayeredGenerator:
     """"embedded:<dataset>" -> the prior shipped in assets/; a path -> a StyleGAN-XL checkpoint (.pkl)."""
+    check_generator_spec(spec)  # the same sentences a server gives before it queues a run
     if spec.startswith(EMBEDDED_PREFIX):
-        name = spec[len(EMBEDDED_PREFIX):]
-        if name not in EMBEDDED:
-            raise ValueError(f"unknown embedded generator {spec!r}; choose one of: "
-                             f"{', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED)}, or a StyleGAN-XL .pkl path")
         from .embedded import load_embedded
-        return load_embedded(name, device)
-    path = Path(spec)
-    if not path.exists():
-        raise ValueError(f"generator file {path} does not exist; give a StyleGAN-XL checkpoint (.pkl) "
-                         f"or one of: {', '.join(EMBEDDED_PREFIX + n for n in EMBEDDED)}")
-    if path.suffix != ".pkl":
-        raise ValueError(f"{path} is not a supported generator checkpoint; StyleGAN-XL .pkl files are supported.")
+        return load_embedded(spec[len(EMBEDDED_PREFIX):], device)
     from .stylegan_xl import load_stylegan_xl
-    return load_stylegan_xl(path, device)
+    return load_stylegan_xl(Path(spec), device)
