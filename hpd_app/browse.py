@@ -16,6 +16,7 @@ from engine.run.durable import replacing, staged_entries, staged_folder
 from engine.run.lock import RunLock, folder_lock
 
 from .bundle import zip_export
+from .render import journey
 from .reduce import reduce
 from .snapshot import TERMINAL, Snapshot
 
@@ -230,13 +231,13 @@ class FolderJob:
             target = exports / f"space_{space:02d}"
             with folder_lock(exports), staged_folder(target) as staging:
                 export_files(staging, saved, info, provenance)
-                zip_export(staging)
+                zip_export(staging, journey(self._snap))
         else:
             target = self.run_dir
             with folder_lock(target):
                 with staged_entries(target) as staging:
                     export_files(staging, saved, info, provenance)
-                zip_export(target)
+                zip_export(target, journey(self._snap))
         path = target / "synthetic.pt"
         with self._lock:
             self._bundle = target / "export.zip"

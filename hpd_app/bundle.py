@@ -4,6 +4,7 @@ The runs folder is never served by URL: a download is a copy of the zip in a fol
 with a random name (what the page's Download button and the /download endpoint hand out)."""
 from __future__ import annotations
 
+import io
 import secrets
 import shutil
 import zipfile
@@ -11,19 +12,24 @@ from pathlib import Path
 
 from engine.run.durable import replacing
 
-EXPORTED = ("synthetic.pt", "grid.png", "export.json")
+EXPORTED = ("synthetic.pt", "grid.png", "export.json", "images.pt", "labels.pt", "lr.pt")
 
 
-def zip_export(folder: Path) -> Path:
-    """FOLDER/export.zip holding synthetic.pt, grid.png, export.json and images/: written under a
-    unique temporary name, fsynced, then renamed over the old zip (the caller holds the folder's export
-    lock, so the files it reads are one export's)."""
+def zip_export(folder: Path, journey=None) -> Path:
+    """FOLDER/export.zip holding synthetic.pt, DD-Ranking's images.pt/labels.pt(/lr.pt), grid.png,
+    export.json, images/ and, when given, the journey strip (a PIL image) as journey.png: written under
+    a unique temporary name, fsynced, then renamed over the old zip (the caller holds the folder's
+    export lock, so the files it reads are one export's)."""
     folder = Path(folder)
     target = folder / "export.zip"
     with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in EXPORTED:
             if (folder / name).is_file():
                 zf.write(folder / name, name)
+        if journey is not None:
+            png = io.BytesIO()
+            journey.save(png, format="PNG")
+            zf.writestr("journey.png", png.getvalue())
         images = folder / "images"
         if images.is_dir():
             for path in sorted(images.rglob("*")):

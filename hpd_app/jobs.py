@@ -25,6 +25,7 @@ from engine.run.lock import folder_lock
 
 from . import browse
 from .bundle import zip_export
+from .render import journey
 from .cams import CamProvider
 from .configs import Prechecks, parse_config
 from .devicequeue import DeviceQueue
@@ -268,7 +269,7 @@ class LiveJob:
             raise ValueError("the run is in the middle of a long step; the export will be written when it "
                              "ends; export again then to download it") from None
         with folder_lock(self.run_dir):
-            zip_export(self.run_dir)
+            zip_export(self.run_dir, journey(self._snap))
         return path
 
     def bundle(self) -> Path:

@@ -40,6 +40,57 @@ def grid(images: Sequence[np.ndarray] | np.ndarray, class_names: Sequence[str], 
     return canvas
 
 
+JOURNEY_LEFT = 92      # the class-name column of the journey strip
+JOURNEY_HEAD = BAND + 30  # the band, then a layer's name and how much it changed the set
+
+
+def layer_changes(views) -> list[float | None]:
+    """Mean absolute pixel change (0-1 scale) of each layer's kept images from the previous layer's."""
+    out, prev = [], None
+    for v in views:
+        cur = None if v.images is None else v.images.astype(np.float32) / 255
+        out.append(None if prev is None or cur is None or prev.shape != cur.shape else float(np.abs(cur - prev).mean()))
+        prev = cur
+    return out
+
+
+def journey(snap: Snapshot, diffs: bool = False) -> Image.Image | None:
+    """The whole journey at once: a column per finished layer (pixel space last), a row per class (its
+    first image), the selected layer framed; `diffs` shows |layer k - layer k-1| (brightened) instead."""
+    views = [v for v in sorted(snap.spaces, key=lambda v: v.index) if v.images is not None]
+    if not views or not snap.class_names:
+        return None
+    n_classes, ipc = len(snap.class_names), max(1, snap.ipc)
+    canvas = Image.new("RGB", (JOURNEY_LEFT + len(views) * CELL, JOURNEY_HEAD + n_classes * CELL), "white")
+    draw, font = ImageDraw.Draw(canvas), _font()
+    for c, name in enumerate(snap.class_names):
+        draw.text((2, JOURNEY_HEAD + c * CELL + CELL // 2 - 6), name[:14], fill="black", font=font)
+    changes = layer_changes(views)
+    for col, (view, change) in enumerate(zip(views, changes)):
+        x = JOURNEY_LEFT + col * CELL
+        draw.text((x + 2, BAND + 1), f"{view.index + 1}: {view.name}"[:15], fill="black", font=font)
+        draw.text((x + 2, BAND + 15), "start" if change is None else f"change {change:.3f}", fill="#555555", font=font)
+        images = view.images
+        if diffs and col > 0 and views[col - 1].images is not None:
+            d = np.abs(images.astype(np.int16) - views[col - 1].images.astype(np.int16))
+            images = np.clip(d * 4, 0, 255).astype(np.uint8)  # x4: small changes must show
+        for c in range(n_classes):
+            arr = images[c * ipc]
+            arr = arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+            tile = Image.fromarray(arr).convert("RGB").resize((CELL - 2, CELL - 2), Image.NEAREST)
+            canvas.paste(tile, (x + 1, JOURNEY_HEAD + c * CELL + 1))
+        if view.index == snap.selected_space:
+            draw.rectangle([x, JOURNEY_HEAD, x + CELL - 1, JOURNEY_HEAD + n_classes * CELL - 1], outline="#d62728", width=3)
+    return canvas
+
+
+def journey_column(snap: Snapshot, x: int) -> int | None:
+    """The layer (space index) of the strip's column at image x, or None left of the columns."""
+    views = [v for v in sorted(snap.spaces, key=lambda v: v.index) if v.images is not None]
+    col = (x - JOURNEY_LEFT) // CELL
+    return views[col].index if x >= JOURNEY_LEFT and 0 <= col < len(views) else None
+
+
 def timeline(snap: Snapshot, queue_position: int | None = None) -> str:
     """'layer 5 of 12: b16.conv0 16x16x128, step 14/20 · 12.3 s · 1.6 steps/s' plus the state."""
     head = f"**{snap.label}** `{snap.run_id}` · {snap.state}"

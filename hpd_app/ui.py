@@ -90,6 +90,10 @@ class Page:
                                            interactive=False, visible=False, elem_id="grid-b")
                 self.chart = gr.Plot(label="Distance and loss", format="png", elem_id="chart")
                 with gr.Accordion("Morphological transition: the kept images of each finished layer", open=True):
+                    self.journey_diff = gr.Checkbox(False, label="Show what each layer changed (|layer k - layer k-1|, x4)",
+                                                    elem_id="journey-diff")
+                    self.journey = gr.Image(None, label="Journey: a column per finished layer; click one to use it",
+                                            type="pil", format="png", interactive=False, elem_id="journey")
                     self.layer = gr.Slider(0, 1, value=0, step=1, label="Layer (finished ones)", interactive=False,
                                            elem_id="layer")
                     with gr.Row():
@@ -236,10 +240,10 @@ class Page:
         handler.__name__ = f"on_{name}"  # distinct from the public API names
         return handler
 
-    def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool) -> dict:
+    def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool, diffs: bool) -> dict:
         jobs = self._jobs(browser, watch)
         out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer,
-                                             self.layer_img, self.layer_cam, self.layer_info)}
+                                             self.layer_img, self.layer_cam, self.layer_info, self.journey)}
         if not jobs:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
@@ -267,8 +271,21 @@ class Page:
                                         interactive=True)
             out |= self.on_show_layer(browser, watch[:1], finished[-1])
             seen["layer"] = layer_sig
+        journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs)]
+        if seen.get("journey") != journey_sig:
+            out[self.journey], seen["journey"] = render.journey(jobs[0].snapshot, bool(diffs)), journey_sig
         out[self.seen] = seen
         return out
+
+    def on_pick_column(self, browser: dict, watch: list[str], evt: gr.SelectData) -> dict:
+        """A click on the journey strip: its column's layer becomes the selection (as "Use this layer")."""
+        jobs = self._jobs(browser, watch)
+        if not jobs or not isinstance(evt.index, (list, tuple)):
+            return {self.layer_info: gr.skip()}
+        space = render.journey_column(jobs[0].snapshot, int(evt.index[0]))
+        if space is None:
+            return {self.layer_info: "Click on a layer's column to use it."}
+        return self.on_use_layer(browser, watch, space)
 
     def on_show_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
         jobs = self._jobs(browser, watch)
@@ -330,11 +347,12 @@ class Page:
         for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
-        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam],
+        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
-                         self.layer_info, self.seen],
+                         self.layer_info, self.journey, self.seen],
                         concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
         self.use_layer_btn.click(self.on_use_layer, ids + [self.layer], [self.layer_info], **private)
+        self.journey.select(self.on_pick_column, ids, [self.layer_info], **private)
         self.export_btn.click(self.on_export, ids, [self.export_info, self.download], **private)

@@ -75,6 +75,9 @@ def test_start_pause_step_resume_select_export(server):
     saved = torch.load(path, weights_only=True)
     assert saved["space"] == 1 and saved["images"].shape == (10, 1, 32, 32) and saved["labels"].tolist() == list(range(10))
     assert (path.parent / "export.zip").is_file() and path.parent.parent == server[1]
+    import zipfile
+    with zipfile.ZipFile(path.parent / "export.zip") as zf:  # the journey strip and DD-Ranking's layout too
+        assert {"journey.png", "images.pt", "labels.pt", "synthetic.pt", "grid.png"} <= set(zf.namelist())
     assert status(c, rid)["selected_space"] == 1
 
 
