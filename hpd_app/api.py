@@ -8,7 +8,7 @@ import json
 
 import gradio as gr
 
-from .bundle import download_copy
+from .bundle import download_copy, download_name
 from .errors import public_snapshot, user_message
 from .jobs import JobRegistry
 from .owners import new_token, session_owner, token_owner
@@ -103,7 +103,8 @@ def register_api(registry: JobRegistry) -> None:
     def download(run_id: str, token: str = "", request: gr.Request = None) -> str:
         """The run's last export as a zip: a copy made for this request."""
         job = registry.job(run_id, owner_of(token, request))
-        return str(download_copy(job.bundle(), zip_file.GRADIO_CACHE))  # this app's cache: served as is
+        name = download_name(job.run_dir.name, job.snapshot.exported_space)
+        return str(download_copy(job.bundle(), zip_file.GRADIO_CACHE, name))  # this app's cache: served as is
 
     with gr.Column(visible=False):
         run_box, token_box, zip_file = gr.Textbox(label="run_id"), gr.Textbox(label="token"), gr.File(label="zip")

@@ -241,7 +241,7 @@ class FolderJob:
         path = target / "synthetic.pt"
         with self._lock:
             self._bundle = target / "export.zip"
-            self._snap = self._snap.evolve(export_path=str(path))
+            self._snap = self._snap.evolve(export_path=str(path), exported_space=space)
         return path
 
     def bundle(self) -> Path:

@@ -38,10 +38,16 @@ def zip_export(folder: Path, journey=None) -> Path:
     return target
 
 
-def download_copy(bundle: Path, cache_dir: str | Path) -> Path:
-    """A copy of `bundle` in a fresh, randomly named folder of Gradio's cache (swept with the cache)."""
+def download_name(run_name: str, space: int | None) -> str:
+    """What a download is called: the run and the layer (1-based, as the page numbers them)."""
+    return f"{run_name}-layer{space + 1}.zip" if space is not None else f"{run_name}.zip"
+
+
+def download_copy(bundle: Path, cache_dir: str | Path, name: str = "export.zip") -> Path:
+    """A copy of `bundle`, named `name`, in a fresh, randomly named folder of Gradio's cache (swept with
+    the cache)."""
     folder = Path(cache_dir) / f"hpd-{secrets.token_hex(16)}"
     folder.mkdir(parents=True)
-    target = folder / "export.zip"
+    target = folder / name
     shutil.copyfile(bundle, target)
     return target

@@ -88,7 +88,7 @@ def _selected(snap: Snapshot, e: SelectedEvent) -> Snapshot:
 
 
 def _exported(snap: Snapshot, e: ExportedEvent) -> Snapshot:
-    return snap.evolve(export_path=e.path)
+    return snap.evolve(export_path=e.path, exported_space=e.space)
 
 
 MAX_WARNINGS = 5

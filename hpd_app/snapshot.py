@@ -60,6 +60,7 @@ class Snapshot:
     selected_space: int | None = None
     selection_reason: str | None = None
     export_path: str | None = None
+    exported_space: int | None = None         # the layer whose set the last export holds
     warnings: tuple[str, ...] = ()            # listeners that failed while the run went on (last few)
     version: int = 0
 

@@ -13,7 +13,7 @@ import gradio as gr
 from engine import METHODS, OBJECTIVES, SELECTIONS, get_objective, list_datasets, resolve_device
 
 from . import render
-from .bundle import download_copy
+from .bundle import download_copy, download_name
 from .errors import public_snapshot, user_message
 from .jobs import JobRegistry
 from .owners import new_token, token_owner, token_problem
@@ -318,7 +318,9 @@ class Page:
         try:
             path = jobs[0].export()
             # The runs folder is not served: the button gets this request's own copy in Gradio's cache.
-            copy = download_copy(jobs[0].bundle(), self.download.GRADIO_CACHE)
+            job = jobs[0]
+            name = download_name(job.run_dir.name, job.snapshot.exported_space)
+            copy = download_copy(job.bundle(), self.download.GRADIO_CACHE, name)
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
             return {self.export_info: f"**Could not export:** {self._message(exc)}", self.download: gr.skip()}
         runs = self.registry.runs_dir.resolve()

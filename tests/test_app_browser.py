@@ -103,7 +103,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         expect(page.locator("#download")).to_be_enabled(timeout=30_000)
         with page.expect_download() as download:
             page.locator("#download").click()
-        assert download.value.suggested_filename == "export.zip"
+        assert download.value.suggested_filename == f"{run_id}-layer5.zip"  # the run and its exported layer
         # Compare: H-PD and GLaD on the same settings, two grids and one chart.
         context.close()
         page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), url)
