@@ -6,6 +6,7 @@ and gr.skip() what did not change.
 """
 from __future__ import annotations
 
+import re
 import time
 
 import gradio as gr
@@ -118,6 +119,15 @@ class Page:
     def _message(self, exc: Exception) -> str:
         return user_message(exc, self.registry.runs_dir)
 
+    def _form_message(self, exc: Exception) -> str:
+        """The engine names fields as CLI flags (--ipc); the page says them as its own labels do."""
+        text = self._message(exc)
+        for name, comp in sorted(self.form.items(), key=lambda item: -len(item[0])):
+            label = str(comp.label).split(" (")[0]
+            # The flag anywhere; the bare field name only where a message starts with it ("ipc must be ...").
+            text = re.sub(rf"(?<![\w-])--{name.replace('_', '-')}(?![\w-])|^{name}(?![\w-])", label, text)
+        return text[:1].upper() + text[1:]
+
     def _jobs(self, browser: dict, watch: list[str]) -> list:
         try:
             owner = self._owner(browser)
@@ -173,6 +183,8 @@ class Page:
 
     def _form_values(self, data: dict) -> dict:
         values = {name: data[comp] for name, comp in self.form.items()}
+        if values.get("seed") is None:  # a Number box holding text gives None: never a silent default seed
+            raise ValueError("Seed must be a whole number")
         # Empty generator and 0 steps / learning rates mean "the paper's default" (a Number cannot be empty).
         for name in ("generator", "steps_per_space", "lr_w", "lr_f"):
             if not values[name]:
@@ -181,17 +193,16 @@ class Page:
 
     def _start_runs(self, data: dict, methods: list[str | None]) -> dict:
         browser = dict(data[self.browser] or {})
-        values = self._form_values(data)
         ids = []
         try:
+            values = self._form_values(data)
             owner = self._owner(browser)
             for m in methods:
                 ids.append(self.registry.start(values | ({"method": m} if m else {}), owner))
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
-            if not ids:
-                return {self.status: f"**Could not start:** {self._message(exc)}", self.browser: browser}
-            self.registry.job(ids[0], owner).stop()  # a comparison is both runs or none
-            return {self.status: f"**Could not start:** {self._message(exc)}", self.browser: browser}
+            if ids:
+                self.registry.job(ids[0], owner).stop()  # a comparison is both runs or none
+            return {self.status: f"**Could not start:** {self._form_message(exc)}", self.browser: browser}
         browser["watch"] = ids
         return {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
                 self.runs: self._runs_update(browser, ids[0]), self.grid_a: None,

@@ -74,7 +74,9 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         # A bad config comes back as one clear line on the page.
         set_number(page, "ipc", 0)
         page.get_by_role("button", name="Start", exact=True).click()
-        expect(page.locator("#status")).to_contain_text("Could not start: --ipc must be at least 1", timeout=30_000)
+        # ... in the form's own words, not the CLI flag's.
+        expect(page.locator("#status")).to_contain_text("Could not start: Images per class must be at least 1",
+                                                        timeout=30_000)
         set_number(page, "ipc", 1)
         configure_small(page, steps=20, batch_real=8)  # 100 steps: long enough to pause it mid-way
         pick(page, "selection", "last step")
