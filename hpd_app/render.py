@@ -91,6 +91,12 @@ def journey_column(snap: Snapshot, x: int) -> int | None:
     return views[col].index if x >= JOURNEY_LEFT and 0 <= col < len(views) else None
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 def timeline(snap: Snapshot, queue_position: int | None = None) -> str:
     """'layer 5 of 12: b16.conv0 16x16x128, step 14/20 · 12.3 s · 1.6 steps/s' plus the state."""
     head = f"**{snap.label}** `{snap.run_id}` · {snap.state}"
@@ -103,6 +109,9 @@ def timeline(snap: Snapshot, queue_position: int | None = None) -> str:
         parts.append(f"{snap.steps_done}/{snap.total_steps} steps")
     parts.append(f"{snap.elapsed_s:.1f} s")
     parts.append(f"{snap.steps_per_s:.2f} steps/s")
+    left = snap.total_steps - snap.steps_done
+    if snap.state in ("running", "pausing") and snap.steps_per_s > 0 and left > 0:
+        parts.append(f"about {_duration(left / snap.steps_per_s)} left")  # from the measured step time
     if snap.selected_space is not None:
         acc = _accuracy(snap, snap.selected_space)
         parts.append(f"selected layer {snap.selected_space + 1} ({snap.selection_reason}){acc}")

@@ -277,3 +277,21 @@ def test_a_new_objective_is_one_registration_and_runs(root, tmp_path, G, proxy):
     assert run.state.steps_done == 10 and losses[-1] < losses[0]  # its own steps per space, and it optimises
     # Its own rates: the prior's tuned ones belong to other objectives; the pixel space takes its pixel rate.
     assert [(s.lr_w, s.lr_f) for s in run.state.spaces] == [(0.01, 0.1)] * 4 + [(0.01, 0.5)]
+
+
+def test_slow_steps_preview_by_time_too(root, tmp_path, G, proxy, monkeypatch):
+    """Previews every `preview_every` steps, and at least every PREVIEW_EVERY_S seconds (here: always)."""
+    from engine.run import loop
+    run = Run(tiny_config(root, steps_per_space=3, preview_every=100), tmp_path / "by-step", generator=G,
+              classifier=proxy)
+    while run.step():
+        pass
+    by_step = [e for e in read_events(run.run_dir / "events.jsonl") if e["kind"] == "step" and e["preview"]]
+    assert [e["step"] for e in by_step] == [3] * 5  # only each space's last step
+    monkeypatch.setattr(loop, "PREVIEW_EVERY_S", 0.0)
+    run = Run(tiny_config(root, steps_per_space=3, preview_every=100), tmp_path / "by-time", generator=G,
+              classifier=proxy)
+    while run.step():
+        pass
+    by_time = [e for e in read_events(run.run_dir / "events.jsonl") if e["kind"] == "step" and e["preview"]]
+    assert len(by_time) == 15

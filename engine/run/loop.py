@@ -21,6 +21,9 @@ from .export import save_preview, write_space_file
 from .state import RunState
 
 Emit = Callable[[Event], Event]
+# Previews every `preview_every` steps, and at least this often in seconds: on a generator whose steps
+# take a minute the page would otherwise show nothing new for minutes.
+PREVIEW_EVERY_S = 10.0
 
 
 def initial_latents(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +83,7 @@ def begin_space(ctx: RunContext, st: RunState, emit: Emit) -> None:
     distance = _record_candidate(ctx, st, 0)
     images = current_images(ctx, st).cpu()
     preview = save_preview(ctx.run_dir, space.index, 0, images, ctx.info)
+    st.last_preview = time.monotonic()
     emit(SpaceStartEvent(space.index, space.cut, lr_w, lr_f, st.scheme, distance, preview, images))
 
 
@@ -179,7 +183,9 @@ def _accuracy(ctx: RunContext, images: torch.Tensor) -> float:
 def _emit_step(ctx: RunContext, st: RunState, emit: Emit) -> None:
     space = st.spaces[st.space_index]
     preview, images = None, None
-    if st.step_in_space % ctx.config.preview_every == 0 or st.step_in_space == ctx.steps_per_space:
+    due = st.step_in_space % ctx.config.preview_every == 0 or st.step_in_space == ctx.steps_per_space
+    if due or time.monotonic() - st.last_preview >= PREVIEW_EVERY_S:
+        st.last_preview = time.monotonic()
         images = current_images(ctx, st).cpu()
         preview = save_preview(ctx.run_dir, space.index, st.step_in_space, images, ctx.info)
     emit(StepEvent(space.index, space.cut, st.step_in_space, st.steps_done, space.losses[-2], space.distances[-1],

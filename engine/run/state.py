@@ -34,6 +34,7 @@ class RunState:
     best_loss: float | None = None
     opt: torch.optim.Optimizer | None = field(default=None, repr=False)
     rendered: torch.Tensor | None = field(default=None, repr=False)  # the current latents' images, once per step
+    last_preview: float = 0.0  # time.monotonic() of the last preview: slow steps preview by time too
 
     @property
     def finished(self) -> bool:

@@ -1,0 +1,45 @@
+"""The studio's pictures and text as pure functions of a snapshot: the journey strip, its columns, the
+change each layer made, the timeline's time left."""
+import numpy as np
+
+from hpd_app import render
+from hpd_app.snapshot import Snapshot, SpaceView
+
+CLASSES = tuple(f"class {c}" for c in range(10))
+
+
+def snapshot(layers: int, **changes) -> Snapshot:
+    rng = np.random.default_rng(0)
+    base = (rng.random((20, 32, 32, 1)) * 255).astype(np.uint8)  # IPC 2
+    views = tuple(SpaceView(k, f"cut{k}", 1, 0.1, None, base if k < 2 else 255 - base) for k in range(layers))
+    return Snapshot("r", "hpd", spaces=views, class_names=CLASSES, ipc=2, layers=tuple(v.name for v in views),
+                    **changes)
+
+
+def test_the_journey_has_a_column_per_finished_layer_and_a_click_maps_to_it():
+    snap = snapshot(3, selected_space=1)
+    image = render.journey(snap)
+    assert image.size == (render.JOURNEY_LEFT + 3 * render.CELL, render.JOURNEY_HEAD + 10 * render.CELL)
+    x = render.JOURNEY_LEFT + render.CELL + 5
+    assert [render.journey_column(snap, x + k * render.CELL) for k in range(3)] == [1, 2, None]
+    assert render.journey_column(snap, render.JOURNEY_LEFT - 1) is None  # the class names
+    frame = np.asarray(image)[render.JOURNEY_HEAD + 10, render.JOURNEY_LEFT + render.CELL]  # the selection's frame
+    assert tuple(frame) == (0xd6, 0x27, 0x28)
+    assert render.journey(Snapshot("r", "hpd")) is None
+
+
+def test_each_layer_says_how_much_it_changed_the_set_and_the_difference_view_shows_it():
+    snap = snapshot(3)
+    changes = render.layer_changes(sorted(snap.spaces, key=lambda v: v.index))
+    assert changes[0] is None and changes[1] == 0.0 and changes[2] > 0.3  # layer 2 kept layer 1's images
+    diff = np.asarray(render.journey(snap, diffs=True))
+    tile = diff[render.JOURNEY_HEAD + 5: render.JOURNEY_HEAD + 40, render.JOURNEY_LEFT + render.CELL + 5:
+                render.JOURNEY_LEFT + render.CELL + 40]
+    assert tile.max() == 0  # nothing moved from layer 1 to layer 2: black
+
+
+def test_the_timeline_says_how_long_is_left_from_the_measured_step_time():
+    snap = Snapshot("r", "hpd", state="running", layers=("a", "b"), steps_per_space=50, steps_done=10, elapsed_s=20.0)
+    assert "about 3 min 00 s left" in render.timeline(snap)
+    assert "left" not in render.timeline(Snapshot("r", "hpd", state="paused", layers=("a",), steps_per_space=5,
+                                                  steps_done=1, elapsed_s=1.0))
