@@ -11,7 +11,7 @@ _EXPORTS = {
     "Run": "engine.run", "RunConfig": "engine.run", "RunController": "engine.run", "EventKind": "engine.run",
     "Event": "engine.run", "StateEvent": "engine.run", "StepEvent": "engine.run", "SpaceEndEvent": "engine.run",
     "SelectedEvent": "engine.run", "ExportedEvent": "engine.run", "ErrorEvent": "engine.run",
-    "read_events": "engine.run", "read_space_file": "engine.run", "export_space": "engine.run",
+    "read_events": "engine.run", "read_space_file": "engine.run",
     "PlanEvent": "engine.run", "SpaceStartEvent": "engine.run", "from_json": "engine.run", "is_live": "engine.run",
     "METHODS": "engine.run", "SELECTIONS": "engine.run",
     "OBJECTIVES": "engine.objectives", "get_objective": "engine.objectives",

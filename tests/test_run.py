@@ -7,7 +7,7 @@ import torch
 
 from engine.buffers import BufferConfig, train_buffers
 from engine.distance import ClassRelevantDistance
-from engine.run import (Run, RunConfig, RunController, SpaceEndEvent, StepEvent, export_space, read_events,
+from engine.run import (Run, RunConfig, RunController, SpaceEndEvent, StepEvent, read_events,
                         read_space_file)
 from run_fixtures import tiny_config
 

@@ -10,7 +10,7 @@ from .context import RunContext, SpacePlan, build_context
 from .controller import RunController
 from .events import (ErrorEvent, Event, EventBus, EventKind, ExportedEvent, PlanEvent, SelectedEvent, SpaceEndEvent,
                      SpaceStartEvent, StateEvent, StepEvent, from_json, read_events, to_json)
-from .export import export_files, export_space, read_space_file
+from .export import export_files, read_space_file
 from .lock import is_live
 from .run import Run
 from .spaces import SpaceRecord, plan_spaces
@@ -19,5 +19,5 @@ from .state import RunState
 __all__ = ["METHODS", "SELECTIONS", "ErrorEvent", "Event", "EventBus", "EventKind", "ExportedEvent", "PlanEvent",
            "Run", "RunConfig", "RunContext", "RunController", "RunState", "SelectedEvent", "SpaceEndEvent",
            "SpacePlan", "SpaceRecord", "SpaceStartEvent", "StateEvent", "StepEvent", "build_context",
-           "export_files", "export_space", "from_json", "is_live", "plan_spaces", "read_events", "read_space_file",
+           "export_files", "from_json", "is_live", "plan_spaces", "read_events", "read_space_file",
            "to_json"]

@@ -5,14 +5,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torchvision.utils import make_grid, save_image
 
 from ..data import DatasetInfo
 from ..export import DD_RANKING_FILES, write_json, write_set
-from .events import ExportedEvent
 
 
 def write_space_file(run_dir: Path, space: int, ws, f, cut: int, images, labels, syn_lr: float | None = None) -> Path:
@@ -44,14 +42,6 @@ def save_preview(run_dir: Path, space: int, step: int, images: torch.Tensor, inf
     save_image(make_grid(info.denormalize(images).clamp(0, 1), nrow=ipc if ipc > 1 else info.num_classes,
                          padding=2, pad_value=1.0), folder / name)
     return f"previews/{name}"
-
-
-def export_space(run_dir: Path, info: DatasetInfo, summary: dict, space: int, emit: Callable | None = None) -> Path:
-    """Write the space's set as RUN_DIR/synthetic.pt, images/, grid.png; each piece replaced atomically.
-    `summary` (run.json's content) goes into export.json; `emit` receives the ExportedEvent."""
-    saved = read_space_file(run_dir, space)
-    on_done = None if emit is None else (lambda path: emit(ExportedEvent(space, str(path))))
-    return export_files(run_dir, saved, info, summary | {"exported_space": space}, on_done)
 
 
 def export_files(run_dir: Path, saved: dict, info: DatasetInfo, provenance: dict, on_done=None) -> Path:
