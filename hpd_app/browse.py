@@ -18,7 +18,7 @@ from engine.run.lock import RunLock, folder_lock
 from .bundle import zip_export
 from .render import journey
 from .reduce import reduce
-from .snapshot import TERMINAL, Snapshot
+from .snapshot import LABELS, TERMINAL, Snapshot
 
 FOLLOW_EVERY_S = 1.0  # how often an unfinished folder's files are checked for news
 
@@ -29,6 +29,19 @@ def list_run_folders(runs_dir: Path) -> list[str]:
         return []
     found = [p for p in Path(runs_dir).iterdir() if (p / "run.json").is_file()]
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def folder_label(runs_dir: Path, name: str) -> str:
+    """What the folder list shows: "name · H-PD · dm · IPC 1 · finished · 12-01 23:40" (from run.json)."""
+    path = Path(runs_dir) / name
+    try:
+        meta = json.loads((path / "run.json").read_text())
+        config = meta["config"]
+        when = time.strftime("%m-%d %H:%M", time.localtime((path / "run.json").stat().st_mtime))
+        return " · ".join([name, LABELS.get(meta["method"], meta["method"]), config["objective"],
+                           f"IPC {config['ipc']}", meta.get("state", "?"), when])
+    except (OSError, ValueError, KeyError, TypeError):
+        return name
 
 
 def run_folder(runs_dir: Path, name: str) -> Path:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from engine import METHODS, OBJECTIVES, SELECTIONS, get_objective, list_datasets, resolve_device
 
-from . import render
+from . import browse, render
 from .bundle import download_copy, download_name
 from .errors import public_snapshot, user_message
 from .jobs import JobRegistry
@@ -164,8 +164,18 @@ class Page:
     def _runs_update(self, browser: dict, value: str | None = None):
         return gr.Dropdown(choices=self.registry.owned(self._owner(browser)), value=value)
 
+    def _panels(self) -> list:
+        """What shows one run's layers: cleared when another run comes on screen."""
+        return [self.layer, self.layer_img, self.layer_cam, self.layer_info, self.journey]
+
+    def _cleared(self) -> dict:
+        return {self.layer: gr.Slider(minimum=0, maximum=1, value=0, interactive=False), self.layer_img: None,
+                self.layer_cam: None, self.layer_info: "", self.journey: None}
+
     def _folders_update(self, browser: dict):
-        return gr.Dropdown(choices=self.registry.folders(self._owner(browser)))
+        """Newest first, each with its method, objective, IPC, state and date."""
+        names = self.registry.folders(self._owner(browser))
+        return gr.Dropdown(choices=[(browse.folder_label(self.registry.runs_dir, n), n) for n in names])
 
     # ------------------------------------------------------------ handlers
     def on_load(self, browser: dict) -> dict:
@@ -204,7 +214,7 @@ class Page:
                 self.registry.job(ids[0], owner).stop()  # a comparison is both runs or none
             return {self.status: f"**Could not start:** {self._form_message(exc)}", self.browser: browser}
         browser["watch"] = ids
-        return {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
+        return self._cleared() | {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
                 self.runs: self._runs_update(browser, ids[0]), self.grid_a: None,
                 self.grid_b: gr.Image(None, visible=len(ids) > 1),
                 self.download: gr.DownloadButton(interactive=False), self.export_info: ""}
@@ -220,7 +230,8 @@ class Page:
         if not run_id:
             return {self.watch: gr.skip()}
         browser = dict(browser) | {"watch": [run_id]}
-        return {self.browser: browser, self.watch: [run_id], self.seen: {}, self.grid_b: gr.Image(None, visible=False)}
+        return self._cleared() | {self.browser: browser, self.watch: [run_id], self.seen: {},
+                                  self.grid_b: gr.Image(None, visible=False)}
 
     def on_open_folder(self, browser: dict, name: str | None) -> dict:
         if not name:
@@ -230,8 +241,8 @@ class Page:
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
             return {self.status: f"**Could not open:** {self._message(exc)}"}
         browser = dict(browser) | {"watch": [run_id]}
-        return {self.browser: browser, self.watch: [run_id], self.seen: {},
-                self.runs: self._runs_update(browser, run_id), self.grid_b: gr.Image(None, visible=False)}
+        return self._cleared() | {self.browser: browser, self.watch: [run_id], self.seen: {},
+                                  self.runs: self._runs_update(browser, run_id), self.grid_b: gr.Image(None, visible=False)}
 
     def on_refresh(self, browser: dict) -> dict:
         try:
@@ -346,16 +357,17 @@ class Page:
         ids = [self.browser, self.watch]
         form = set(self.form.values()) | {self.browser}
         started = [self.browser, self.watch, self.seen, self.status, self.runs, self.grid_a, self.grid_b,
-                   self.download, self.export_info]
+                   self.download, self.export_info] + self._panels()
         private = dict(api_visibility="private")
         demo.load(self.on_load, [self.browser], [self.browser, self.watch, self.seen, self.runs, self.folders],
                   **private)
         self.start_btn.click(self.on_start, form, started, concurrency_limit=None, **private)
         self.compare_btn.click(self.on_compare, form, started, concurrency_limit=None, **private)
-        self.runs.input(self.on_pick_run, [self.browser, self.runs], [self.browser, self.watch, self.seen, self.grid_b],
-                        **private)
+        self.runs.input(self.on_pick_run, [self.browser, self.runs],
+                        [self.browser, self.watch, self.seen, self.grid_b] + self._panels(), **private)
         self.open_btn.click(self.on_open_folder, [self.browser, self.folders],
-                            [self.browser, self.watch, self.seen, self.runs, self.grid_b, self.status], **private)
+                            [self.browser, self.watch, self.seen, self.runs, self.grid_b, self.status] + self._panels(),
+                            **private)
         self.refresh_btn.click(self.on_refresh, [self.browser], [self.folders], **private)
         for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
                           (self.stop_btn, "stop")):

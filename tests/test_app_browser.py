@@ -173,6 +173,12 @@ def test_the_journey_strip_fills_a_column_per_layer_and_a_click_selects_it(brows
         scale = box["width"] / natural[0]
         strip.click(position={"x": (92 + 1.5 * 96) * scale, "y": box["height"] / 2})  # the second column
         expect(page.locator("#status")).to_contain_text("selected layer 2 (user)", timeout=15_000)
+        # The folder list names each run by method, objective, IPC, state and date, newest first.
+        page.get_by_role("button", name="Refresh list").click()
+        page.locator("#folders input").click()
+        expect(page.get_by_role("option").first).to_contain_text(re.compile(r"-hpd-[0-9a-f]{6} · H-PD · dm · IPC 1 · "
+                                                                              r"finished · \d\d-\d\d \d\d:\d\d"))
+        page.keyboard.press("Escape")
         # No label is covered: the grid's class names sit below the band Gradio's badge and icons use.
         badge = page.locator("#grid-a label, #grid-a .label, #grid-a [data-testid='block-label']").first
         grid = page.locator("#grid-a img")
