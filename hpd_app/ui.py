@@ -95,7 +95,8 @@ class Page:
                                                     elem_id="journey-diff")
                     self.journey = gr.Image(None, label="Journey: a column per finished layer; click one to use it",
                                             type="pil", format="png", interactive=False, elem_id="journey")
-                    self.layer = gr.Slider(0, 1, value=0, step=1, label="Layer (finished ones)", interactive=False,
+                    self.layer = gr.Slider(1, 2, value=1, step=1, label="Layer (finished ones; 1 = the first)",
+                                           interactive=False,
                                            elem_id="layer")
                     with gr.Row():
                         self.layer_img = gr.Image(None, label="Kept images", type="pil", format="png",
@@ -169,7 +170,7 @@ class Page:
         return [self.layer, self.layer_img, self.layer_cam, self.layer_info, self.journey]
 
     def _cleared(self) -> dict:
-        return {self.layer: gr.Slider(minimum=0, maximum=1, value=0, interactive=False), self.layer_img: None,
+        return {self.layer: gr.Slider(minimum=1, maximum=2, value=1, interactive=False), self.layer_img: None,
                 self.layer_cam: None, self.layer_info: "", self.journey: None}
 
     def _folders_update(self, browser: dict):
@@ -289,9 +290,10 @@ class Page:
         finished = [v.index for v in snaps[0].spaces]
         layer_sig = [snaps[0].run_id, finished]
         if seen.get("layer") != layer_sig and finished:
-            out[self.layer] = gr.Slider(minimum=0, maximum=max(1, finished[-1]), value=finished[-1],
+            # People count layers from 1 (the captions, the timeline, the strip); the API's spaces from 0.
+            out[self.layer] = gr.Slider(minimum=1, maximum=max(2, finished[-1] + 1), value=finished[-1] + 1,
                                         interactive=True)
-            out |= self.on_show_layer(browser, watch[:1], finished[-1])
+            out |= self.on_show_layer(browser, watch[:1], finished[-1] + 1)
             seen["layer"] = layer_sig
         journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs)]
         if seen.get("journey") != journey_sig:
@@ -307,13 +309,14 @@ class Page:
         space = render.journey_column(jobs[0].snapshot, int(evt.index[0]))
         if space is None:
             return {self.layer_info: "Click on a layer's column to use it."}
-        return self.on_use_layer(browser, watch, space)
+        return self.on_use_layer(browser, watch, space + 1)
 
     def on_show_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
+        """`layer` as the slider shows it, 1-based."""
         jobs = self._jobs(browser, watch)
         if not jobs:
             return {self.layer_img: gr.skip(), self.layer_cam: gr.skip(), self.layer_info: gr.skip()}
-        job, k = jobs[0], int(layer)
+        job, k = jobs[0], int(layer) - 1
         snap = job.snapshot
         view = next((v for v in snap.spaces if v.index == k), None)
         if view is None or view.images is None:
@@ -324,14 +327,15 @@ class Page:
                 self.layer_info: caption}
 
     def on_use_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
+        """`layer` as the slider shows it, 1-based."""
         jobs = self._jobs(browser, watch)
         if not jobs:
             return {self.layer_info: "No run on screen."}
         try:
-            jobs[0].select_layer(int(layer))
+            jobs[0].select_layer(int(layer) - 1)
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
             return {self.layer_info: f"**Could not select:** {self._message(exc)}"}
-        return {self.layer_info: render.layer_caption(jobs[0].snapshot, int(layer))}
+        return {self.layer_info: render.layer_caption(jobs[0].snapshot, int(layer) - 1)}
 
     def on_export(self, browser: dict, watch: list[str]) -> dict:
         jobs = self._jobs(browser, watch)

@@ -167,6 +167,7 @@ def test_the_journey_strip_fills_a_column_per_layer_and_a_click_selects_it(brows
         strip = page.locator("#journey img")
         expect(strip).to_be_visible(timeout=10_000)
         page.wait_for_timeout(1500)  # the last poll draws the strip with all five columns
+        expect(page.locator("#layer input[type='number']")).to_have_value("5")  # layers count from 1 here too
         natural = strip.evaluate("img => [img.naturalWidth, img.naturalHeight]")
         assert natural[0] == 92 + 5 * 96  # the class-name column, then one column per finished layer
         box = strip.bounding_box()
