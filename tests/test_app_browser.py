@@ -78,7 +78,8 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         expect(page.locator("#status")).to_contain_text("Could not start: Images per class must be at least 1",
                                                         timeout=30_000)
         set_number(page, "ipc", 1)
-        configure_small(page, steps=20, batch_real=8)  # 100 steps: long enough to pause it mid-way
+        configure_small(page, steps=10, batch_real=8)  # 50 steps: long enough to pause it mid-way, short enough
+        # to finish well inside the wait below on a loaded 2-core machine
         pick(page, "selection", "last step")
         page.get_by_role("button", name="Start", exact=True).click()
         expect(page.locator("#grid-a img")).to_be_visible(timeout=60_000)
@@ -94,7 +95,9 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         second.goto(url)
         expect(second.locator("#status")).to_contain_text(run_id, timeout=30_000)
         second.get_by_role("button", name="Resume", exact=True).click()
-        expect(page.locator("#status")).to_contain_text("finished", timeout=150_000)
+        # With two pages polling, runs here have stepped as slowly as 0.2 steps/s (session 6; not yet
+        # explained, noted on issue 15): the wait covers 50 steps at that pace.
+        expect(page.locator("#status")).to_contain_text("finished", timeout=300_000)
         assert json.loads((tmp_path / "runs" / run_id / "run.json").read_text())["config"]["selection"] == "last"
         # Another user (a fresh browser profile) sees none of it.
         stranger = open_page(browser.new_context(), url)
