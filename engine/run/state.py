@@ -13,8 +13,6 @@ import torch
 
 from .spaces import SpaceRecord
 
-STATUSES = ("created", "running", "paused", "finished", "failed", "stopped")
-
 
 @dataclass
 class RunState:
