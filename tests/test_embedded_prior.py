@@ -203,7 +203,8 @@ def test_train_prior_command_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_a_lost_run_folder_continues_from_its_state_file(tmp_path):
-    """The committed state file lets another machine continue the same run: equal to an uninterrupted one."""
+    """The committed state file lets another machine continue the same run: equal to an uninterrupted one
+    up to the rounding of Adam's moments, which the file keeps in bfloat16 to stay small."""
     images, labels = _tiny_data()
     names = tuple(str(c) for c in range(10))
     cpu = torch.device("cpu")
@@ -218,8 +219,16 @@ def test_a_lost_run_folder_continues_from_its_state_file(tmp_path):
     assert any(f"resumed from {state}" in line for line in lines)
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "elsewhere")
     for part in ("G", "D", "G_ema"):
-        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
-    assert torch.load(state, weights_only=True)["images_seen"] == b["images_seen"]  # kept up to date
+        worst = max((v - b[part][k]).abs().max().item() for k, v in a[part].items() if v.is_floating_point())
+        assert worst < 1e-3, (part, worst)
+    differ = sum(not torch.equal(v, b["G"][k]) for k, v in a["G"].items())
+    assert differ > 0  # the moments were rounded, so the continuation is close, not bit-equal
+    committed = torch.load(state, weights_only=True)
+    assert committed["images_seen"] == b["images_seen"]  # kept up to date
+    moments = [s["exp_avg_sq"] for s in committed["opt_g"]["state"].values()]
+    assert moments and all(m.dtype == torch.bfloat16 for m in moments)
+    assert all(v.dtype == torch.float32 for v in committed["G"].values() if v.is_floating_point())
+    assert state.stat().st_size < (tmp_path / "a" / "checkpoint.pt").stat().st_size
     state.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="is not a readable prior training state"):
         train_prior(_tiny_cfg(0.064), images, labels, names, tmp_path / "new", cpu, progress=False,
