@@ -93,6 +93,13 @@ class LayeredGenerator(nn.Module, ABC):
             out.append(self.mapping(z, c.expand(n, -1)).mean(dim=0))
         return torch.stack(out)
 
+    def pixel_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) per channel, each [1, C, 1, 1]: the values of f at the pixel cut that render to [-1, 1],
+        i.e. to [0, 1] in pixel space (optimisers that clamp pixels, as SRe²L's does, clamp to them). At the
+        pixel cut f is the image itself, unless a generator keeps its pixels in another space."""
+        shape = (1, self.channels, 1, 1)
+        return torch.full(shape, -1.0), torch.full(shape, 1.0)
+
     def check_layer(self, layer: int) -> None:
         if not 0 <= layer < len(self.layers):
             raise ValueError(f"layer {layer} is out of range: this generator has cuts 0..{len(self.layers) - 1}")

@@ -154,10 +154,8 @@ class EmbeddedGenerator(LayeredGenerator):
     # two steps); 0.1 gave the best held-out accuracy of 1, 0.3, 0.1, 0.03, 0.01. TESLA's 1,000 and 300 cut
     # held-out accuracy from 62.8 to ~48; 100, 30 and 10 leave it within noise: 100 is the largest harmless.
     # DSA keeps the Pixel method's 0.1, unswept (its pixel space gained the most of any space at IPC 1).
-    # SRe²L keeps the Pixel method's W+/f rates (0.01/1, which lowered its loss most of 0.001-0.1 / 0.01-10 over
-    # 30 GLaD steps) but not its pixel rate: 1.0 raised an H-PD run's loss in its pixel space, 0.1 lowered it
-    # (picked by the loss, not swept on held-out accuracy like the others).
-    tuned_pixel_lrs = {"dm": 0.1, "tesla": 100.0, "sre2l": 0.1}
+    # SRe²L's pixels run its own Adam at its own rate (objectives/sre2l.py), which no generator tunes.
+    tuned_pixel_lrs = {"dm": 0.1, "tesla": 100.0}
 
     def __init__(self, cfg: EmbeddedConfig | None = None):
         super().__init__()

@@ -45,5 +45,9 @@ class PixelGenerator(LayeredGenerator):
         self.check_layer(layer)
         return (f * self._std + self._mean) * 2 - 1
 
+    def pixel_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[0, 1] in the dataset's normalised space: [-mean/std, (1 - mean)/std] per channel (SRe²L's clamp)."""
+        return -self._mean / self._std, (1 - self._mean) / self._std
+
     def advance(self, ws: torch.Tensor, f: torch.Tensor, layer: int) -> torch.Tensor:
         raise ValueError("a pixel generator has a single cut; there is no next cut to advance to")

@@ -12,7 +12,8 @@ registers them. A new objective is its module plus one import line below.
 from __future__ import annotations
 
 from .context import MatchContext
-from .registry import ObjectiveSpec, build_for_run, get_objective, objective_names, register, registered, unregister
+from .registry import (ObjectiveSpec, PixelAdam, build_for_run, get_objective, objective_names, register, registered,
+                       unregister)
 
 # Imported in this order, they register dm, dc, dsa, tesla, sre2l (objective_names() keeps registration order).
 from .dm import DMObjective, DMParams, dm_loss  # noqa: E402
@@ -43,7 +44,7 @@ def build_objective(name: str, ctx: MatchContext, ipc: int, **overrides):
 
 
 __all__ = ["OBJECTIVES", "DCObjective", "DCParams", "DMObjective", "DMParams", "MatchContext", "ObjectiveSpec",
-           "SRe2LObjective", "SRe2LParams", "TeslaObjective", "TeslaParams", "build_for_run", "build_objective",
-           "check_objective", "dc_loss",
+           "PixelAdam", "SRe2LObjective", "SRe2LParams", "TeslaObjective", "TeslaParams", "build_for_run",
+           "build_objective", "check_objective", "dc_loss",
            "dm_loss", "get_objective", "gradient_distance", "loops_for_ipc", "objective_names", "register",
            "registered", "tesla_gradients", "unregister", "uses_dsa"]

@@ -16,6 +16,23 @@ if TYPE_CHECKING:  # engine.run imports this package; a runtime import back woul
 
 
 @dataclass(frozen=True)
+class PixelAdam:
+    """Adam on the pixels, as SRe²L's recover optimises them: a cosine learning rate from the space's rate
+    to 0 over its steps with no warm-up, lr_t = (1 + cos(pi t / T)) / 2 * lr, and after every step each
+    pixel clamped to the range that is [0, 1] in pixel space. `rate(dataset)` is the default rate when the
+    user gives none (Adam's steps do not grow with the gradient, so no generator-tuned or IPC-scaled rate
+    applies); None: the spec's pixel_lr."""
+
+    betas: tuple[float, float] = (0.5, 0.9)
+    eps: float = 1e-8
+    rate: Callable[[str], float] | None = None
+
+    def __post_init__(self) -> None:
+        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)) or not self.eps > 0:
+            raise ValueError(f"Adam needs two betas in [0, 1) and eps > 0, got betas {self.betas}, eps {self.eps}")
+
+
+@dataclass(frozen=True)
 class ObjectiveSpec:
     """Everything the rest of the engine needs to know about one objective.
 
@@ -33,6 +50,9 @@ class ObjectiveSpec:
     steps_per_space: int                   # default steps per optimisation space
     build: Callable[..., object]
     options: Callable[[RunConfig], dict]
+    # How pixels are optimised (the Pixel method, a GAN run's last space); None: the engine's SGD with the
+    # run's momentum, as every latent space. Latent spaces always use SGD.
+    pixel_optimizer: PixelAdam | None = None
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower() or " " in self.name:

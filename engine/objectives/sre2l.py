@@ -34,7 +34,7 @@ from torch import nn
 
 from ..data.imagenet_subsets import imagenet_indices, subsets
 from .context import MatchContext
-from .registry import ObjectiveSpec, register
+from .registry import ObjectiveSpec, PixelAdam, register
 
 # SRe²L's defaults, by the recipe the dataset follows (sre2l_facts.md section 1; the recover scripts):
 IMAGENET_R_BN = 0.01     # recover/recover.sh (the code's own default, 0.05, is not what the paper ran)
@@ -47,6 +47,11 @@ CROP_SCALE = (0.08, 1.0)  # RandomResizedCrop's default scale; ratio (3/4, 4/3)
 IMAGENET_ROLL = (0.0, 32 / 224)
 TINY_ROLL = (-4 / 64, 4 / 64)
 IMAGENET_STYLE = ("imagenet-1k",)  # and the ImageNet subsets (recipe())
+# The recover optimiser: Adam on the pixels, a cosine rate to 0, pixels clamped to [0, 1] after each step.
+ADAM_BETAS = (0.5, 0.9)
+ADAM_EPS = 1e-8
+IMAGENET_PIXEL_LR = 0.25  # recover/recover.sh
+TINY_PIXEL_LR = 0.1       # recover_tiny.sh
 
 
 @dataclass(frozen=True)
@@ -317,13 +322,18 @@ def build_sre2l(ctx: MatchContext, ipc: int, teacher: str | None = None, dataset
     return SRe2LObjective(params, ctx, load_teacher(ctx, teacher, dataset))
 
 
+def pixel_rate(dataset: str) -> float:
+    """SRe²L's Adam rate on pixels in normalised space: 0.25 (recover.sh), 0.1 on Tiny (recover_tiny.sh)."""
+    return IMAGENET_PIXEL_LR if recipe(dataset) == "imagenet" else TINY_PIXEL_LR
+
+
 register(ObjectiveSpec(
     name="sre2l", label="SRe²L: BatchNorm-statistics recovery from a frozen teacher", params=SRe2LParams,
     uses_dsa=False,  # its own crop/flip/roll, drawn from the "dsa" stream; no DSA parameters
-    # SRe²L optimises pixels with Adam (lr 0.25 ImageNet-1K, 0.1 Tiny; betas 0.5/0.9; cosine to 0), which the
-    # engine's SGD loop does not have. These SGD rates are ours, chosen by the loss on the embedded default
-    # at IPC 1: (W+, f) 0.01/1 lowered it most of 0.001-0.1 x 0.01-10 over 30 GLaD steps; pixels 1.0 from
-    # noise beat 0.3 and 3 over 300 Pixel steps (the embedded prior's own pixel-space rate is 0.1).
-    latent_lr=(0.01, 1.0), pixel_lr=1.0,
+    # Latent spaces run the engine's SGD; these (W+, f) rates are ours, chosen by the loss on the embedded
+    # default at IPC 1: 0.01/1 lowered it most of 0.001-0.1 x 0.01-10 over 30 GLaD steps.
+    latent_lr=(0.01, 1.0), pixel_lr=TINY_PIXEL_LR,
+    # Pixels run SRe²L's own optimiser (sre2l_facts.md section 1; data_synthesis.py:46-53, utils.py:24-70).
+    pixel_optimizer=PixelAdam(betas=ADAM_BETAS, eps=ADAM_EPS, rate=pixel_rate),
     steps_per_space=100,  # DC's count, not tuned; SRe²L runs 4,000 Adam iterations (1,000 in its code default)
     build=build_sre2l, options=sre2l_options))

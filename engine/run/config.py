@@ -54,7 +54,8 @@ class RunConfig:
     lr_pixel: float | None = field(default=None, metadata={  # a GAN run's pixel space (its last)
         "help": lambda: "learning rate of a GAN run's pixel space (default: the generator's tuned IPC 1 rate "
                         "times the IPC, embedded DM 0.1, TESLA 100; else the Pixel method's, "
-                        + _per_objective(lambda s: f"{s.pixel_lr:g}") + ")"})
+                        + _per_objective(lambda s: f"{s.pixel_lr:g}")
+                        + "; SRe²L's pixels run Adam, 0.25 on ImageNet-1K and its subsets)"})
     momentum: float = field(default=0.5, metadata={"help": "SGD momentum of the latents"})
     f_clip: float | None = field(default=None, metadata={
         "help": "clip f to [-f_clip, f_clip] at init and after each advance (default: the generator's own: "
@@ -176,7 +177,8 @@ class RunConfig:
         `tuned` rates per objective, then the paper's (which were tuned on StyleGAN-XL). A space at the
         pixels optimises images, not features, and takes the pixel rate: the user's, the generator's
         `tuned_pixel` one (set at IPC 1, scaled by the IPC), else the Pixel method's (the objective's
-        `pixel_lr`; the paper's latent rates are its `latent_lr`)."""
+        `pixel_lr`; the paper's latent rates are its `latent_lr`). An objective whose pixels run Adam
+        (`pixel_optimizer`) takes the user's rate, else its own, never the generator's."""
         spec = get_objective(self.objective)
         lr_w, lr_f = (tuned or {}).get(self.objective, spec.latent_lr)
         lr_w = self.lr_w if self.lr_w is not None else lr_w
@@ -186,6 +188,15 @@ class RunConfig:
             return lr_w, self.lr_pixel
         if self.method == "pixel" and self.lr_f is not None:
             return lr_w, self.lr_f
+        adam = spec.pixel_optimizer
+        if adam is not None:  # Adam's step size does not follow the gradient's: no tuned rate, no IPC factor
+            rate = adam.rate(self.dataset) if adam.rate else spec.pixel_lr
+            if self.method == "pixel":
+                return lr_w, rate
+            # The rate is per unit of the normalised space the Pixel method's pixels live in; a GAN's pixel
+            # space is [-1, 1], where the same step in pixel terms is 2 x std as large.
+            std = dataset_info(self.dataset).std
+            return lr_w, rate * 2 * sum(std) / len(std)
         tuned_rate = (tuned_pixel or {}).get(self.objective)
         if tuned_rate is None:
             return lr_w, spec.pixel_lr

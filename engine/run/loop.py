@@ -14,10 +14,12 @@ from typing import Callable
 import torch
 
 from ..evaluate import evaluate_synset, get_protocol
+from ..objectives import get_objective
 from . import gradient
 from .context import RunContext
 from .events import Event, SpaceEndEvent, SpaceStartEvent, StepEvent
 from .export import save_preview, write_space_file
+from .optimizer import space_optimizer
 from .state import RunState
 
 Emit = Callable[[Event], Event]
@@ -76,7 +78,9 @@ def begin_space(ctx: RunContext, st: RunState, emit: Emit) -> None:
     st.f.requires_grad_(True)
     # A new optimiser per space: its momentum belongs to the space it was built in.
     params = [{"params": [st.f], "lr": lr_f}] + ([{"params": [st.ws], "lr": lr_w}] if trains_ws else [])
-    st.opt = torch.optim.SGD(params, momentum=cfg.momentum)
+    pixels = space.cut == G.pixel_cut
+    st.opt = space_optimizer(params, cfg.momentum, ctx.steps_per_space, st.f if pixels else None,
+                             get_objective(cfg.objective).pixel_optimizer, G.pixel_bounds() if pixels else None)
     st.scheme = space.scheme = gradient.choose_scheme(cfg.sg_batch, G, space.cut, len(ctx.labels), st.f.device)
     space.distances, space.losses = [], []
     st.best, st.best_loss, st.rendered = None, None, None
@@ -113,13 +117,13 @@ def _optimise(ctx: RunContext, st: RunState) -> float:
     obj.start_iteration()
     total = 0.0
     for update in range(obj.updates_per_iteration):
-        st.opt.zero_grad(set_to_none=True)
+        st.opt.zero_grad()
         loss_and_grad = lambda images: obj.loss_and_grad(images, labels)
         if st.scheme == "single":
             total += gradient.single_pass(render, loss_and_grad)
         else:
             total += gradient.chunked(render, loss_and_grad, len(labels), ctx.config.sg_chunk)
-        st.opt.step()
+        st.opt.step(st.step_in_space)
         obj.after_update(lambda: _render_all(ctx, st), labels, update)
     return total / obj.updates_per_iteration
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .optimizer import SpaceOptimizer
 from .spaces import SpaceRecord
 
 
@@ -30,7 +31,7 @@ class RunState:
     # Working values of the space in progress: rebuilt when a space begins, never checkpointed.
     best: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     best_loss: float | None = None
-    opt: torch.optim.Optimizer | None = field(default=None, repr=False)
+    opt: SpaceOptimizer | None = field(default=None, repr=False)  # SGD, or Adam on pixels (optimizer.py)
     rendered: torch.Tensor | None = field(default=None, repr=False)  # the current latents' images, once per step
     last_preview: float = 0.0  # time.monotonic() of the last preview: slow steps preview by time too
 
