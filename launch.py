@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(its folder stays; default 10)")
     limits.add_argument("--max-upload-mb", type=_positive(float), default=1.0,
                         help="largest file Gradio's upload route accepts (default 1; the page uploads nothing)")
+    ev = p.add_argument_group("the page's evaluation suite (Evaluate, and Compare's verdict)")
+    ev.add_argument("--eval-repeats", type=_positive(int), default=2,
+                    help="networks trained per model (default 2; `python -m engine evaluate` trains 5)")
+    ev.add_argument("--eval-epochs", type=_positive(int), default=300,
+                    help="training epochs per network (default 300, as RESULTS.md; the glad protocol's own: 1000)")
+    ev.add_argument("--eval-models", default="",
+                    help="comma-separated models (default: every one that takes the dataset's resolution)")
     return p.parse_args(argv)
 
 
@@ -46,13 +53,24 @@ def limits_from(args: argparse.Namespace):
                         idle_release_s=60 * args.idle_release_min)
 
 
+def evaluation_from(args: argparse.Namespace):
+    from hpd_app.evaluation import EvalSettings
+    models = tuple(m.strip() for m in args.eval_models.split(",") if m.strip())
+    return EvalSettings(models=models, repeats=args.eval_repeats, epochs=args.eval_epochs)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import engine  # after argparse: --help stays instant
     from hpd_app import build_app, launch_app
 
+    try:
+        evaluation = evaluation_from(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     engine.tune_allocator()
-    demo = build_app(args.runs_dir, limits=limits_from(args))
+    demo = build_app(args.runs_dir, limits=limits_from(args), evaluation=evaluation)
     _, url, share_url = launch_app(demo, args.runs_dir, host=args.host, port=args.port, share=args.share,
                                    prevent_thread_lock=True, quiet=True,
                                    max_file_size=int(args.max_upload_mb * 1_000_000))

@@ -13,7 +13,7 @@ _EXPORTS = {
     "SelectedEvent": "engine.run", "ExportedEvent": "engine.run", "ErrorEvent": "engine.run",
     "read_events": "engine.run", "read_space_file": "engine.run",
     "PlanEvent": "engine.run", "SpaceStartEvent": "engine.run", "from_json": "engine.run", "is_live": "engine.run",
-    "METHODS": "engine.run", "SELECTIONS": "engine.run",
+    "METHODS": "engine.run", "SELECTIONS": "engine.run", "Turns": "engine.run",
     "OBJECTIVES": "engine.objectives", "get_objective": "engine.objectives",
     "list_datasets": "engine.data", "dataset_info": "engine.data", "DatasetError": "engine.data",
     "load_generator": "engine.generators", "load_classifier": "engine.classifiers",

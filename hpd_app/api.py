@@ -1,5 +1,5 @@
-"""Named endpoints for gradio_client: new_token, start, status, pause, resume, step, stop, select_layer,
-export, download, open_folder, runs. A run belongs to the `token` given at start (one from /new_token,
+"""Named endpoints for gradio_client: new_token, start, compare, status, pause, resume, step, stop,
+select_layer, export, evaluate, download, open_folder, runs. A run belongs to the `token` given at start (one from /new_token,
 or any 16+ random characters), or, without one, to the client's session."""
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import gradio as gr
 
 from .bundle import download_copy, download_name
 from .errors import public_snapshot, user_message
+from .configs import config_values
+from .evaluation import evaluation_json
 from .jobs import JobRegistry
 from .owners import new_token, session_owner, token_owner
 from .snapshot import status_json
@@ -53,11 +55,29 @@ def register_api(registry: JobRegistry) -> None:
         return registry.start(config, owner_of(token, request))
 
     @guarded
+    def compare(config: str = "{}", token: str = "", request: gr.Request = None) -> str:
+        """H-PD and GLaD on one config, queued as one job whose runs step in turn; JSON [hpd id, glad id].
+        `"evaluate": true` in the config evaluates both once they have finished (see /status)."""
+        values = dict(config_values(config))
+        evaluate = values.pop("evaluate", False) is True
+        return json.dumps(registry.start_together([values | {"method": m} for m in ("hpd", "glad")],
+                                                  owner_of(token, request), evaluate=evaluate))
+
+    @guarded
     def status(run_id: str, token: str = "", request: gr.Request = None) -> str:
-        """JSON: state (queued|running|paused|suspended|finished|failed|stopped), space, step, curves, ..."""
-        job = registry.job(run_id, owner_of(token, request))
+        """JSON: state (queued|running|paused|suspended|finished|failed|stopped), space, step, curves, ...,
+        and `evaluation` (null, or its state, progress and, once done, accuracies per model)."""
+        owner = owner_of(token, request)
+        job = registry.job(run_id, owner)
         snap = public_snapshot(job.snapshot, registry.runs_dir)
-        return json.dumps(status_json(snap, registry.queue_position(job)))
+        return json.dumps(status_json(snap, registry.queue_position(job)) |
+                          {"evaluation": evaluation_json(registry.evaluation(run_id, owner))})
+
+    @guarded
+    def evaluate(run_id: str, token: str = "", request: gr.Request = None) -> str:
+        """Evaluate a finished run's selected layer with the server's suite (queued for the device);
+        returns the evaluation's state. /status follows it."""
+        return registry.evaluate(run_id, owner_of(token, request)).state
 
     def command(name: str):
         @guarded
@@ -92,8 +112,8 @@ def register_api(registry: JobRegistry) -> None:
         owner = owner_of(token, request)
         return json.dumps({"mine": registry.owned(owner), "folders": registry.folders(owner)})
 
-    for fn in (new_token_, start, status, command("pause"), command("resume"), command("step"), command("stop"),
-               select_layer, export, open_folder, runs):
+    for fn in (new_token_, start, compare, status, command("pause"), command("resume"), command("step"),
+               command("stop"), select_layer, export, evaluate, open_folder, runs):
         # Polling-style calls must never wait behind one another; the run's own thread does the work.
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from .api import register_api
+from .evaluation import EvalSettings
 from .jobs import Components, JobRegistry, ServerLimits
 from .ui import Page
 
@@ -17,10 +18,11 @@ QUEUE_SIZE = 256    # requests waiting in Gradio's own queue, all users together
 
 
 def build_app(runs_dir: str | Path = "runs", *, generator=None, classifier=None, data_root: str | None = None,
-              limits: ServerLimits = ServerLimits(), listeners: tuple = ()) -> gr.Blocks:
+              limits: ServerLimits = ServerLimits(), listeners: tuple = (),
+              evaluation: EvalSettings = EvalSettings()) -> gr.Blocks:
     """`generator`/`classifier`/`data_root`/`listeners` go to every Run (tests use tiny ones on fake data)."""
     registry = JobRegistry(Path(runs_dir), Components(generator, classifier, data_root, tuple(listeners)),
-                           limits=limits)
+                           limits=limits, evaluation=evaluation)
     # Held to the end of the process on purpose: its runs' threads must be stopped before exit.
     atexit.register(registry.shutdown)
     with gr.Blocks(title="H-PD Studio", delete_cache=DELETE_CACHE) as demo:

@@ -32,14 +32,15 @@ def list_run_folders(runs_dir: Path) -> list[str]:
 
 
 def folder_label(runs_dir: Path, name: str) -> str:
-    """What the folder list shows: "name · H-PD · dm · IPC 1 · finished · 12-01 23:40" (from run.json)."""
+    """What the folder list shows: "name · H-PD · dm · IPC 1 · finished · 12-01 23:40 [· evaluated]"."""
     path = Path(runs_dir) / name
     try:
         meta = json.loads((path / "run.json").read_text())
         config = meta["config"]
         when = time.strftime("%m-%d %H:%M", time.localtime((path / "run.json").stat().st_mtime))
+        evaluated = ["evaluated"] if (path / "eval.json").is_file() else []
         return " · ".join([name, LABELS.get(meta["method"], meta["method"]), config["objective"],
-                           f"IPC {config['ipc']}", meta.get("state", "?"), when])
+                           f"IPC {config['ipc']}", meta.get("state", "?"), when] + evaluated)
     except (OSError, ValueError, KeyError, TypeError):
         return name
 

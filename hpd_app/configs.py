@@ -79,8 +79,8 @@ def _number(name: str, value, what: str) -> int | float:
     return value
 
 
-def parse_config(values: dict | str, data_root: str | None = None) -> RunConfig:
-    """Missing fields take RunConfig's defaults (device: CUDA when available); raises ValueError with the fix."""
+def config_values(values: dict | str) -> dict:
+    """A request's config as a dict: JSON text parsed within bounds; ValueError (one sentence) otherwise."""
     if isinstance(values, str):
         if len(values) > MAX_CONFIG_CHARS:
             raise ValueError(f"the config is longer than {MAX_CONFIG_CHARS} characters")
@@ -92,6 +92,12 @@ def parse_config(values: dict | str, data_root: str | None = None) -> RunConfig:
             raise ValueError("the config is not a flat JSON object (it nests too deeply)") from None
     if not isinstance(values, dict):
         raise ValueError("the config must be a JSON object of RunConfig fields, e.g. {\"method\": \"hpd\", \"ipc\": 1}")
+    return values
+
+
+def parse_config(values: dict | str, data_root: str | None = None) -> RunConfig:
+    """Missing fields take RunConfig's defaults (device: CUDA when available); raises ValueError with the fix."""
+    values = config_values(values)
     unknown = sorted(str(k)[:40] for k in set(values) - set(_FIELDS))
     if unknown:
         raise ValueError(f"unknown config field(s) {', '.join(unknown[:5])}; valid fields: {', '.join(_FIELDS)}")

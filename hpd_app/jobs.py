@@ -11,6 +11,7 @@ suspended (its thread ends, its memory goes) and continues from its last finishe
 """
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from engine import ErrorEvent, Run, RunController, StateEvent
+from engine import ErrorEvent, Run, RunController, StateEvent, Turns, dataset_info, resolve_device
 from engine.run.lock import folder_lock
 
 from . import browse
@@ -30,6 +31,7 @@ from .cams import CamProvider
 from .configs import Prechecks, parse_config
 from .devicequeue import DeviceQueue
 from .errors import log
+from .evaluation import EvalJob, EvalSettings, EvalStatus, read_result
 from .reduce import reduce
 from .snapshot import TERMINAL, Snapshot
 
@@ -70,8 +72,9 @@ class LiveJob:
     source = "live"
 
     def __init__(self, run_id: str, owner: str, config, run_dir: Path, components: Components,
-                 queue: DeviceQueue, clock=time.monotonic):
+                 queue: DeviceQueue, clock=time.monotonic, turns: Turns | None = None):
         self.run_id, self.owner, self.config = run_id, owner, config
+        self._turns = turns  # shared with the runs it is compared with: their steps alternate
         self.run_dir = Path(run_dir)
         self.device = config.device
         self._components, self._queue, self._clock = components, queue, clock
@@ -85,6 +88,7 @@ class LiveJob:
         self._resume_after_suspend = False
         self._paused_since: float | None = None
         self._tensors: dict[object, object] = {}  # "preview" / space index -> normalised CPU images, for CAMs
+        self.on_finished: list = []      # called (no arguments) once the run has finished, after the device is freed
         self.run: Run | None = None
         self.controller: RunController | None = None
         self._new_run()
@@ -95,7 +99,7 @@ class LiveJob:
         for listener in c.listeners:
             run.bus.subscribe(listener)
         run.bus.subscribe(self._on_event)
-        controller = RunController(run)
+        controller = RunController(run, self._turns)
         controller.on_end(self._ended)
         self.run, self.controller = run, controller
 
@@ -168,6 +172,12 @@ class LiveJob:
         self._queue.release(self)
         if requeue:
             self.resume()
+        if self._phase == "done" and self._snap.state == "finished":
+            for callback in self.on_finished:
+                try:
+                    callback()
+                except Exception as exc:  # noqa: BLE001 - a follow-up must not hide the run's own end
+                    log.error("run %s: after finishing, %s failed: %s", self.run_id, callback, exc)
 
     def suspend(self, message: str) -> None:
         with self._lock:
@@ -291,12 +301,14 @@ class LiveJob:
 class JobRegistry:
     def __init__(self, runs_dir: Path, components: Components = Components(), *,
                  limits: ServerLimits = ServerLimits(), idle_release_s: float | None = None,
+                 evaluation: EvalSettings = EvalSettings(),
                  clock=time.monotonic, housekeeping_s: float = HOUSEKEEPING_S):
         self.runs_dir = Path(runs_dir)
         self.components = components
         if idle_release_s is not None:
             limits = replace(limits, idle_release_s=idle_release_s)
         self.limits = limits
+        self.eval_settings = evaluation
         self.cams = CamProvider(components.classifier)
         self.prechecks = Prechecks(components.generator, components.classifier)
         self._queue = DeviceQueue()
@@ -305,6 +317,8 @@ class JobRegistry:
         self._seen: dict[str, float] = {}       # run id -> when its owner last asked about it
         self._released: dict[str, tuple[str, str]] = {}  # run id -> (owner, folder name), for the owner's message
         self._owners: dict[Path, tuple[tuple, str | None]] = {}  # folder -> (run.json stamp, recorded owner)
+        self._evals: dict[str, EvalJob] = {}    # run id -> its latest evaluation started from the page
+        self._results: dict[Path, tuple[tuple, EvalStatus | None]] = {}  # folder -> (files' stamp, eval.json read)
         self._clock = clock
         self._closing = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, args=(housekeeping_s,), daemon=True,
@@ -349,25 +363,111 @@ class JobRegistry:
     def start(self, values: dict | str, owner: str) -> str:
         """Validate the config, create the run and queue it; raises ValueError for bad input or a full
         queue. Everything that can be checked without the device is checked here, before queuing."""
+        return self.start_together([values], owner)[0]
+
+    def start_together(self, configs: list[dict | str], owner: str, evaluate: bool = False) -> list[str]:
+        """Runs compared side by side: all validated first (one bad config starts none), then queued as
+        one job that takes one device, on which they step in turn and so grow together. `evaluate`: each
+        run's set is evaluated by the studio's suite once it has finished."""
         if not owner:
             raise ValueError("a run needs an owner token")
-        config = parse_config(values, self.components.data_root)
-        self.prechecks.check(config)
+        parsed = [parse_config(values, self.components.data_root) for values in configs]
+        for config in parsed:
+            self.prechecks.check(config)
         with self._lock:
-            mine = sum(1 for j in self._jobs.values() if isinstance(j, LiveJob) and j.owner == owner and j.active)
-            if mine >= self.limits.runs_per_owner:
-                raise ValueError(f"you already have {mine} runs queued, running or paused here, the most one user "
-                                 f"may hold on this server ({self.limits.runs_per_owner}); stop one or wait for "
-                                 "one to finish")
-            waiting = self._queue.waiting()
-            if waiting >= self.limits.queued:
-                raise ValueError(f"the server's queue is full ({waiting} runs wait for a device, the most it takes); "
-                                 "try again once some have started")
-            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method}-{secrets.token_hex(3)}"
-            job = LiveJob(run_id, owner, config, self.runs_dir / run_id, self.components, self._queue, self._clock)
-            self._add(run_id, job)
-            self._queue.submit(job)
-        return run_id
+            self._check_room(owner, len(parsed))
+            turns = Turns() if len(parsed) > 1 else None
+            jobs = []
+            for config in parsed:
+                run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method}-{secrets.token_hex(3)}"
+                jobs.append(LiveJob(run_id, owner, config, self.runs_dir / run_id, self.components, self._queue,
+                                    self._clock, turns))
+                self._add(run_id, jobs[-1])
+                if evaluate:
+                    jobs[-1].on_finished.append(lambda rid=run_id: self.evaluate(rid, owner))
+            if len(jobs) == 1:
+                self._queue.submit(jobs[0])
+            else:
+                self._queue.submit_together(jobs)
+        return [j.run_id for j in jobs]
+
+    def _check_room(self, owner: str, adding: int) -> None:
+        """The caller holds the lock."""
+        mine = sum(1 for j in self._jobs.values() if isinstance(j, LiveJob) and j.owner == owner and j.active)
+        if mine + adding > self.limits.runs_per_owner:
+            more = f" (this asks for {adding} more)" if adding > 1 else ""
+            raise ValueError(f"you already have {mine} runs queued, running or paused here{more}, the most one user "
+                             f"may hold on this server ({self.limits.runs_per_owner}); stop one or wait for one "
+                             "to finish")
+        waiting = self._queue.waiting()
+        if waiting + adding > self.limits.queued:
+            raise ValueError(f"the server's queue is full ({waiting} runs wait for a device, the most it takes); "
+                             "try again once some have started")
+
+    # ------------------------------------------------------------ evaluations
+    def evaluate(self, run_id: str, owner: str) -> EvalStatus:
+        """Export the run's selected layer (if that is not what was exported last) and queue the studio's
+        suite on it; an evaluation already queued or running, or one of this very set, is returned as is."""
+        job = self.job(run_id, owner)
+        with self._lock:
+            current = self._evals.get(run_id)
+        if current is not None and current.status.state in ("queued", "running"):
+            return current.status
+        if job.snapshot.state not in TERMINAL:
+            raise ValueError("the run is still going; evaluate it once it has finished (or stop it first)")
+        snap = job.snapshot
+        exported = snap.export_path and snap.exported_space is not None and snap.exported_space == snap.selected_space
+        folder = self._eval_folder(job, Path(snap.export_path) if exported else job.export())
+        done = read_result(folder)
+        if done is not None:
+            return done
+        info = dataset_info(browse.read_meta(folder)["config"]["dataset"])
+        # A folder opened from disk is evaluated on this server's default device, whatever the CLI run used.
+        device = job.device if isinstance(job, LiveJob) else str(resolve_device(None))
+        ejob = EvalJob(folder, device, self.eval_settings.suite(info.resolution), self._queue,
+                       self.components.data_root)
+        with self._lock:
+            self._evals[run_id] = ejob
+        self._queue.submit(ejob)
+        return ejob.status
+
+    @staticmethod
+    def _eval_folder(job, synthetic: Path) -> Path:
+        """The folder of the exported set; a shared folder's export gets the run's run.json beside it, which
+        the suite reads (the run's config: dataset, backbone, seed)."""
+        folder = Path(synthetic).parent
+        if not (folder / "run.json").is_file():
+            meta = browse.read_meta(job.run_dir)
+            meta.pop("owner", None)
+            (folder / "run.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    def evaluation(self, run_id: str, owner: str) -> EvalStatus | None:
+        """The run's evaluation: the one started here, else a finished eval.json of its current export."""
+        job = self.job(run_id, owner)
+        with self._lock:
+            ejob = self._evals.get(run_id)
+        if ejob is not None and (ejob.status.state != "done" or job.snapshot.export_path is None
+                                 or Path(job.snapshot.export_path).parent == ejob.folder):
+            return ejob.status
+        folder = Path(job.snapshot.export_path).parent if job.snapshot.export_path else job.run_dir
+        return self._cached_result(folder)
+
+    def _cached_result(self, folder: Path) -> EvalStatus | None:
+        """read_result hashes synthetic.pt: re-read only when eval.json or synthetic.pt changed."""
+        stamp = []
+        for name in ("eval.json", "synthetic.pt"):
+            try:
+                st = (folder / name).stat()
+                stamp.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamp.append(None)
+        cached = self._results.get(folder)
+        if cached is not None and cached[0] == tuple(stamp):
+            return cached[1]
+        result = read_result(folder) if None not in stamp else None
+        self._results[folder] = (tuple(stamp), result)
+        return result
 
     @staticmethod
     def _not_a_folder(name: str) -> ValueError:

@@ -16,6 +16,7 @@ from engine import METHODS, OBJECTIVES, SELECTIONS, get_objective, list_datasets
 from . import browse, render
 from .bundle import download_copy, download_name
 from .errors import public_snapshot, user_message
+from .evaluation import table as evaluation_table
 from .jobs import JobRegistry
 from .owners import new_token, token_owner, token_problem
 from .snapshot import LABELS
@@ -66,6 +67,8 @@ class Page:
                     self.form["selection"] = gr.Dropdown(
                         [("default: distance for H-PD, last step otherwise", "")]  # "": the engine's default
                         + [(SELECTION_LABELS[s], s) for s in SELECTIONS], value="", label="Latent kept per layer")
+                    self.form["evaluate"] = gr.Checkbox(
+                        False, label="Evaluate when finished (every network that takes the images; the Compare verdict)")
                 for name, comp in self.form.items():
                     comp.elem_id = f"cfg-{name}"  # stable hooks for browser tests and user CSS
                 with gr.Row():
@@ -108,7 +111,9 @@ class Page:
                 with gr.Row():
                     self.export_btn = gr.Button("Export selected layer", elem_id="export")
                     self.download = gr.DownloadButton("Download zip", interactive=False, elem_id="download")
+                    self.eval_btn = gr.Button("Evaluate", elem_id="evaluate")
                 self.export_info = gr.Markdown("")
+                self.scores = gr.Markdown("", elem_id="scores")
         self.timer = gr.Timer(POLL_S)
 
     # ------------------------------------------------------------ helpers
@@ -162,8 +167,22 @@ class Page:
             return render.grid(snap.preview, snap.class_names, snap.ipc), note
         return render.grid(snap.preview, snap.class_names, snap.ipc), ""
 
+    def _run_label(self, run_id: str, owner: str) -> str:
+        """"<id> · H-PD · finished · evaluated", as the folder list labels folders."""
+        job = self.registry.job(run_id, owner)
+        evaluated = self.registry.evaluation(run_id, owner)
+        tail = [] if evaluated is None or evaluated.state != "done" else ["evaluated"]
+        return " · ".join([run_id, job.snapshot.label, job.snapshot.state] + tail)
+
     def _runs_update(self, browser: dict, value: str | None = None):
-        return gr.Dropdown(choices=self.registry.owned(self._owner(browser)), value=value)
+        owner = self._owner(browser)
+        choices = []
+        for run_id in self.registry.owned(owner):
+            try:
+                choices.append((self._run_label(run_id, owner), run_id))
+            except LookupError:
+                continue
+        return gr.Dropdown(choices=choices, value=value)
 
     def _panels(self) -> list:
         """What shows one run's layers: cleared when another run comes on screen."""
@@ -194,6 +213,7 @@ class Page:
 
     def _form_values(self, data: dict) -> dict:
         values = {name: data[comp] for name, comp in self.form.items()}
+        values.pop("evaluate", None)  # the page's, not the run's: _start_runs reads it
         if values.get("seed") is None:  # a Number box holding text gives None: never a silent default seed
             raise ValueError("Seed must be a whole number")
         # Empty generator and 0 steps / learning rates mean "the paper's default" (a Number cannot be empty).
@@ -204,21 +224,18 @@ class Page:
 
     def _start_runs(self, data: dict, methods: list[str | None]) -> dict:
         browser = dict(data[self.browser] or {})
-        ids = []
         try:
             values = self._form_values(data)
-            owner = self._owner(browser)
-            for m in methods:
-                ids.append(self.registry.start(values | ({"method": m} if m else {}), owner))
+            # A comparison is both runs or none, queued as one job whose runs step in turn.
+            ids = self.registry.start_together([values | ({"method": m} if m else {}) for m in methods],
+                                               self._owner(browser), evaluate=bool(data[self.form["evaluate"]]))
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
-            if ids:
-                self.registry.job(ids[0], owner).stop()  # a comparison is both runs or none
             return {self.status: f"**Could not start:** {self._form_message(exc)}", self.browser: browser}
         browser["watch"] = ids
         return self._cleared() | {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
                 self.runs: self._runs_update(browser, ids[0]), self.grid_a: None,
                 self.grid_b: gr.Image(None, visible=len(ids) > 1),
-                self.download: gr.DownloadButton(interactive=False), self.export_info: ""}
+                self.download: gr.DownloadButton(interactive=False), self.export_info: "", self.scores: ""}
 
     def on_start(self, data: dict) -> dict:
         return self._start_runs(data, [None])
@@ -266,7 +283,8 @@ class Page:
     def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool, diffs: bool) -> dict:
         jobs = self._jobs(browser, watch)
         out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer,
-                                             self.layer_img, self.layer_cam, self.layer_info, self.journey)}
+                                             self.layer_img, self.layer_cam, self.layer_info, self.journey,
+                                             self.scores)}
         if not jobs:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
@@ -295,11 +313,39 @@ class Page:
                                         interactive=True)
             out |= self.on_show_layer(browser, watch[:1], finished[-1] + 1)
             seen["layer"] = layer_sig
+        scores = self._scores(browser, jobs)
+        if seen.get("scores") != scores:
+            out[self.scores], seen["scores"] = scores, scores
         journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs)]
         if seen.get("journey") != journey_sig:
             out[self.journey], seen["journey"] = render.journey(jobs[0].snapshot, bool(diffs)), journey_sig
         out[self.seen] = seen
         return out
+
+    def on_evaluate(self, browser: dict, watch: list[str]) -> dict:
+        """Evaluate every run on screen (both runs of a comparison): each queued for the device in turn."""
+        jobs = self._jobs(browser, watch)
+        if not jobs:
+            return {self.export_info: "No run on screen."}
+        notes = []
+        for job in jobs:
+            try:
+                self.registry.evaluate(job.run_id, self._owner(browser))
+            except Exception as exc:  # noqa: BLE001 - one sentence on the page
+                notes.append(f"**Could not evaluate {job.snapshot.label}:** {self._message(exc)}")
+        return {self.export_info: "\n\n".join(notes)}
+
+    def _scores(self, browser: dict, jobs: list) -> str:
+        owner = self._owner(browser)
+        entries = []
+        for job in jobs:
+            try:
+                entries.append((job.snapshot.label, self.registry.evaluation(job.run_id, owner)))
+            except LookupError:
+                continue
+        if all(status is None for _, status in entries):
+            return ""  # nothing evaluated or asked for: no panel
+        return evaluation_table(entries)
 
     def on_pick_column(self, browser: dict, watch: list[str], evt: gr.SelectData) -> dict:
         """A click on the journey strip: its column's layer becomes the selection (as "Use this layer")."""
@@ -361,7 +407,7 @@ class Page:
         ids = [self.browser, self.watch]
         form = set(self.form.values()) | {self.browser}
         started = [self.browser, self.watch, self.seen, self.status, self.runs, self.grid_a, self.grid_b,
-                   self.download, self.export_info] + self._panels()
+                   self.download, self.export_info, self.scores] + self._panels()
         private = dict(api_visibility="private")
         demo.load(self.on_load, [self.browser], [self.browser, self.watch, self.seen, self.runs, self.folders],
                   **private)
@@ -378,10 +424,11 @@ class Page:
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
         self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
-                         self.layer_info, self.journey, self.seen],
+                         self.layer_info, self.journey, self.scores, self.seen],
                         concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
         self.use_layer_btn.click(self.on_use_layer, ids + [self.layer], [self.layer_info], **private)
         self.journey.select(self.on_pick_column, ids, [self.layer_info], **private)
         self.export_btn.click(self.on_export, ids, [self.export_info, self.download], **private)
+        self.eval_btn.click(self.on_evaluate, ids, [self.export_info], concurrency_limit=None, **private)

@@ -15,9 +15,10 @@ from .lock import is_live
 from .run import Run
 from .spaces import SpaceRecord, plan_spaces
 from .state import RunState
+from .turns import Turns
 
 __all__ = ["METHODS", "SELECTIONS", "ErrorEvent", "Event", "EventBus", "EventKind", "ExportedEvent", "PlanEvent",
            "Run", "RunConfig", "RunContext", "RunController", "RunState", "SelectedEvent", "SpaceEndEvent",
-           "SpacePlan", "SpaceRecord", "SpaceStartEvent", "StateEvent", "StepEvent", "build_context",
+           "SpacePlan", "SpaceRecord", "SpaceStartEvent", "StateEvent", "StepEvent", "Turns", "build_context",
            "export_files", "from_json", "is_live", "plan_spaces", "read_events", "read_space_file",
            "to_json"]

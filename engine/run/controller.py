@@ -14,11 +14,14 @@ from concurrent.futures import Future
 from typing import Callable
 
 from .run import Run
+from .turns import Turns
 
 
 class RunController:
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, turns: Turns | None = None):
+        """`turns`: shared with other runs on the same device, whose steps then alternate with this one's."""
         self.run = run
+        self._turns = turns
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._apply_lock = threading.Lock()   # one command at a time, in whichever thread applies it
@@ -144,7 +147,7 @@ class RunController:
 
     def _loop(self) -> None:
         try:
-            self.run.prepare()
+            self._in_turn(self.run.prepare)
             while True:
                 action = self._next_action()
                 if action[0] == "command":
@@ -160,7 +163,7 @@ class RunController:
                 else:
                     if self.run.status != "running":
                         self.run.emit_state("running")
-                    if not self.run.step():
+                    if not self._step():
                         self.run.emit_state("finished")
                         return
         except Exception as exc:  # the run's thread must report, not die silently
@@ -173,6 +176,17 @@ class RunController:
                     cleanup()
                 except Exception as exc:  # noqa: BLE001
                     print(f"run {self.run.run_dir.name}: cleanup failed ({exc!r})", file=sys.stderr)
+
+    def _step(self) -> bool:
+        return self._in_turn(self.run.step)
+
+    def _in_turn(self, work: Callable[[], object]):
+        """Loading and steps take the device in turn with the runs this one is compared with (they may
+        share models, whose hooks are not for two threads at once)."""
+        if self._turns is None:
+            return work()
+        with self._turns.turn():
+            return work()
 
     def _drain(self) -> None:
         """Commands queued while the run ended are applied here; later ones apply in their caller."""
