@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from hpd_app.evaluation import EvalSettings
 from run_fixtures import fake_root, tiny_generator, tiny_proxy
 from test_app_fixtures import served
 
@@ -65,10 +67,21 @@ def configure_small(page, steps: int, batch_real: int) -> None:
     set_number(page, "batch_real", batch_real)
 
 
+def wait_steps(page, pred, timeout_s: float) -> list[int]:
+    """The steps done of each run on screen, read from the timeline, once `pred` holds of them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = [int(a) for a, _ in re.findall(r"(\d+)/(\d+) steps", page.locator("#status").inner_text())]
+        if pred(done):
+            return done
+        assert time.monotonic() < deadline, f"steps on screen: {done}"
+        page.wait_for_timeout(250)
+
+
 def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
     root = fake_root(tmp_path / "fm")
     with served(tmp_path / "runs", tmp_path / "gradio", generator=tiny_generator(), classifier=tiny_proxy(),
-                data_root=str(root)) as url:
+                data_root=str(root), evaluation=EvalSettings(models=("convnet", "alexnet"), epochs=2)) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1300})
         page = open_page(context, url)
         # A bad config comes back as one clear line on the page.
@@ -109,14 +122,22 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         with page.expect_download() as download:
             page.locator("#download").click()
         assert download.value.suggested_filename == f"{run_id}-layer5.zip"  # the run and its exported layer
-        # Compare: H-PD and GLaD on the same settings, two grids and one chart.
+        # Compare: H-PD and GLaD on the same settings, two grids and one chart, stepping together, then
+        # evaluated (ticked) with a verdict.
         context.close()
         page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), url)
-        configure_small(page, steps=3, batch_real=8)
+        configure_small(page, steps=6, batch_real=8)
+        page.locator("#cfg-evaluate input").check()
         page.get_by_role("button", name="Compare GLaD vs H-PD").click()
         expect(page.locator("#status")).to_contain_text("GLaD", timeout=30_000)
         expect(page.locator("#status")).to_contain_text("H-PD")
+        first = wait_steps(page, lambda done: len(done) == 2 and all(d >= 1 for d in done), 90)
+        grown = wait_steps(page, lambda done: len(done) == 2 and all(d > f for d, f in zip(done, first)), 30)
+        assert all(g > f for g, f in zip(grown, first))  # both grew within one 30 s window
         expect(page.locator("#grid-b img")).to_be_visible(timeout=90_000)
+        expect(page.locator("#scores")).to_contain_text("H-PD − GLaD", timeout=240_000)
+        expect(page.locator("#scores")).to_contain_text(re.compile(r"is better|No clear winner"))
+        expect(page.locator("#scores")).to_contain_text("alexnet")
 
 
 @pytest.mark.skipif(not REAL_FMNIST.is_file(), reason="the real Fashion-MNIST is not installed")
