@@ -12,6 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from engine.cli import main as engine_main
+from hpd_app.evaluation import EvalSettings
 from run_fixtures import fake_root, tiny_generator, tiny_proxy
 from test_app_fixtures import TINY, served, status, wait_for
 
@@ -27,7 +28,7 @@ def root(tmp_path_factory):
 def server(tmp_path_factory, root):
     runs = tmp_path_factory.mktemp("runs")
     with served(runs, tmp_path_factory.mktemp("gradio"), generator=tiny_generator(), classifier=tiny_proxy(),
-                data_root=str(root)) as url:
+                data_root=str(root), evaluation=EvalSettings(models=("convnet", "alexnet"), epochs=2)) as url:
         yield url, runs
 
 
@@ -43,8 +44,26 @@ def steps_drawn(status: dict) -> int:
 def test_named_endpoints_are_listed(server):
     c = Client(server[0], verbose=False)
     names = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/start", "/status", "/pause", "/resume", "/step", "/stop", "/select_layer", "/export",
-            "/open_folder", "/runs"} <= set(names)
+    assert {"/start", "/compare", "/status", "/pause", "/resume", "/step", "/stop", "/select_layer", "/export",
+            "/evaluate", "/open_folder", "/runs"} <= set(names)
+
+
+def test_compare_then_evaluate_through_the_api(server):
+    c = Client(server[0], verbose=False)
+    token = c.predict(api_name="/new_token")
+    hpd, glad = json.loads(c.predict(json.dumps(TINY | {"steps_per_space": 2, "evaluate": True}), token,
+                                     api_name="/compare"))
+    assert "-hpd-" in hpd and "-glad-" in glad
+    done = [wait_for(c, rid, lambda s: (s["evaluation"] or {}).get("state") == "done", 180, token) for rid in (hpd, glad)]
+    for s in done:
+        assert s["state"] == "finished" and s["evaluation"]["backbone"] == "convnet"
+        assert set(s["evaluation"]["models"]) == {"convnet", "alexnet"}
+        assert s["evaluation"]["cross_arch_mean"] == s["evaluation"]["models"]["alexnet"]["mean"]
+        assert str(server[1]) not in json.dumps(s["evaluation"])  # no server paths
+    # A second Evaluate of the same exported set trains nothing: it is already done.
+    assert c.predict(hpd, token, api_name="/evaluate") == "done"
+    with pytest.raises(Exception, match="config must be a JSON object|not valid JSON"):
+        c.predict("[1, 2]", token, api_name="/compare")
 
 
 def test_start_pause_step_resume_select_export(server):
