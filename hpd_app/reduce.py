@@ -49,9 +49,18 @@ def _point(snap: Snapshot, point: CurvePoint) -> tuple[CurvePoint, ...]:
     return tuple(p for p in snap.curve if (p.space, p.x) < key) + (point,)
 
 
+def _previews(snap: Snapshot, point: CurvePoint, path: str | None) -> tuple:
+    """The scrubber's list with this step's saved preview (a resumed run's repeat replaces the old one)."""
+    if not path:
+        return snap.previews
+    entry = (point.x, point.space, point.step, path)
+    return tuple(sorted([p for p in snap.previews if (p[1], p[2]) != (point.space, point.step)] + [entry],
+                        key=lambda p: (p[1], p[2])))
+
+
 def _space_start(snap: Snapshot, e: SpaceStartEvent) -> Snapshot:
     point = CurvePoint(e.space * snap.steps_per_space, e.space, 0, e.distance, None)
-    changes = dict(space=e.space, step=0, curve=_point(snap, point))
+    changes = dict(space=e.space, step=0, curve=_point(snap, point), previews=_previews(snap, point, e.preview))
     images = _images(snap, e)
     if images is not None:
         changes.update(preview=images, preview_version=snap.preview_version + 1)
@@ -61,7 +70,7 @@ def _space_start(snap: Snapshot, e: SpaceStartEvent) -> Snapshot:
 def _step(snap: Snapshot, e: StepEvent) -> Snapshot:
     point = CurvePoint(e.space * snap.steps_per_space + e.step, e.space, e.step, e.distance, e.loss)
     changes = dict(space=e.space, step=e.step, steps_done=e.steps_done, elapsed_s=e.elapsed_s,
-                   curve=_point(snap, point))
+                   curve=_point(snap, point), previews=_previews(snap, point, e.preview))
     images = _images(snap, e)
     if images is not None:
         changes.update(preview=images, preview_version=snap.preview_version + 1)

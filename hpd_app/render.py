@@ -91,6 +91,28 @@ def journey_column(snap: Snapshot, x: int) -> int | None:
     return views[col].index if x >= JOURNEY_LEFT and 0 <= col < len(views) else None
 
 
+PREVIEW_PAD = 2  # engine/run/export.py saves previews with torchvision's make_grid, padding 2
+
+
+def preview_tiles(png: Image.Image, n_classes: int, ipc: int) -> list[np.ndarray]:
+    """The images of a saved preview PNG, class-major: one row of classes at IPC 1, else a row per class
+    with its `ipc` images (the layout save_preview writes)."""
+    n = n_classes * ipc
+    per_row = ipc if ipc > 1 else n_classes
+    rows = -(-n // per_row)
+    arr = np.asarray(png.convert("RGB"))
+    w = (arr.shape[1] - PREVIEW_PAD) // per_row - PREVIEW_PAD
+    h = (arr.shape[0] - PREVIEW_PAD) // rows - PREVIEW_PAD
+    if w < 1 or h < 1:
+        raise ValueError(f"a {arr.shape[1]}x{arr.shape[0]} preview cannot hold {n} images")
+    out = []
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        y, x = PREVIEW_PAD + r * (h + PREVIEW_PAD), PREVIEW_PAD + c * (w + PREVIEW_PAD)
+        out.append(arr[y:y + h, x:x + w])
+    return out
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
@@ -139,9 +161,10 @@ def layer_caption(snap: Snapshot, space: int) -> str:
             f"distance {dist}{_accuracy(snap, space)}{chosen}")
 
 
-def chart(snaps: Sequence[Snapshot]) -> Figure:
+def chart(snaps: Sequence[Snapshot], cursor: int | None = None) -> Figure:
     """Distance (left axis) and loss (right, dashed) per step; dotted lines at layer boundaries; each
-    layer's kept minimum marked. Several runs share the axes (Compare)."""
+    layer's kept minimum marked; `cursor`: the step the scrubber shows, a solid line. Several runs share
+    the axes (Compare)."""
     fig = Figure(figsize=(7.5, 3.0), dpi=80)
     fig.subplots_adjust(left=0.08, right=0.91, bottom=0.16, top=0.97)  # fixed: constrained layout is slow
     ax = fig.add_subplot()
@@ -156,6 +179,8 @@ def chart(snaps: Sequence[Snapshot]) -> Figure:
     if snaps and snaps[0].steps_per_space:
         for k in range(1, len(snaps[0].layers)):
             ax.axvline(k * snaps[0].steps_per_space, color="0.7", linestyle=":", linewidth=1)
+    if cursor is not None:
+        ax.axvline(cursor, color="black", linewidth=1.2, alpha=0.7, label="scrubbed step")
     handles = ax.get_legend_handles_labels()[0] + ax_loss.get_legend_handles_labels()[0]
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize=8)

@@ -57,6 +57,9 @@ class Snapshot:
     spaces: tuple[SpaceView, ...] = ()        # finished spaces, by index
     preview: np.ndarray | None = field(default=None, repr=False)
     preview_version: int = 0
+    # Saved preview PNGs, (x on the step axis, space, step, path under the run folder), in step order:
+    # what the step scrubber browses.
+    previews: tuple[tuple[int, int, int, str], ...] = ()
     selected_space: int | None = None
     selection_reason: str | None = None
     export_path: str | None = None

@@ -41,6 +41,7 @@ class Page:
         self.browser = gr.BrowserState({"token": "", "watch": []}, storage_key="hpd-studio")
         self.watch = gr.State([])
         self.seen = gr.State({})
+        self.cursor = gr.State(None)  # the scrubbed step's x on the chart, None: no cursor
         gr.Markdown("# H-PD Studio\nWatch Hierarchical Parameterization Distillation optimise synthetic images "
                     "inside a GAN, layer by layer, keeping per layer the latent with the smallest class-relevant "
                     "CAM distance.")
@@ -93,6 +94,12 @@ class Page:
                     self.grid_b = gr.Image(None, label="Compared run", type="pil", format="png",
                                            interactive=False, visible=False, elem_id="grid-b")
                 self.chart = gr.Plot(label="Distance and loss", format="png", elem_id="chart")
+                with gr.Accordion("Step scrubber: every saved preview, step by step", open=False):
+                    self.scrub = gr.Slider(1, 2, value=1, step=1, label="Saved preview (1 = the first layer's step 0)",
+                                           interactive=False, elem_id="scrub")
+                    self.scrub_info = gr.Markdown("", elem_id="scrub-info")
+                    self.scrub_img = gr.Image(None, label="The synthetic images at that step", type="pil",
+                                              format="png", interactive=False, elem_id="scrub-img")
                 with gr.Accordion("Morphological transition: the kept images of each finished layer", open=True):
                     self.journey_diff = gr.Checkbox(False, label="Show what each layer changed (|layer k - layer k-1|, x4)",
                                                     elem_id="journey-diff")
@@ -185,12 +192,15 @@ class Page:
         return gr.Dropdown(choices=choices, value=value)
 
     def _panels(self) -> list:
-        """What shows one run's layers: cleared when another run comes on screen."""
-        return [self.layer, self.layer_img, self.layer_cam, self.layer_info, self.journey]
+        """What shows one run's layers and steps: cleared when another run comes on screen."""
+        return [self.layer, self.layer_img, self.layer_cam, self.layer_info, self.journey, self.scrub,
+                self.scrub_img, self.scrub_info, self.cursor]
 
     def _cleared(self) -> dict:
         return {self.layer: gr.Slider(minimum=1, maximum=2, value=1, interactive=False), self.layer_img: None,
-                self.layer_cam: None, self.layer_info: "", self.journey: None}
+                self.layer_cam: None, self.layer_info: "", self.journey: None,
+                self.scrub: gr.Slider(minimum=1, maximum=2, value=1, interactive=False), self.scrub_img: None,
+                self.scrub_info: "", self.cursor: None}
 
     def _folders_update(self, browser: dict):
         """Newest first, each with its method, objective, IPC, state and date."""
@@ -280,11 +290,12 @@ class Page:
         handler.__name__ = f"on_{name}"  # distinct from the public API names
         return handler
 
-    def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool, diffs: bool) -> dict:
+    def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool, diffs: bool,
+                cursor: int | None = None) -> dict:
         jobs = self._jobs(browser, watch)
         out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer,
                                              self.layer_img, self.layer_cam, self.layer_info, self.journey,
-                                             self.scores)}
+                                             self.scores, self.scrub)}
         if not jobs:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
@@ -302,9 +313,14 @@ class Page:
         text += "".join(f"\n\n{n}" for n in notes if n)
         if seen.get("status") != text:
             out[self.status], seen["status"] = text, text
-        chart_sig = [[s.run_id, len(s.curve), len(s.spaces)] for s in snaps]
+        chart_sig = [[s.run_id, len(s.curve), len(s.spaces)] for s in snaps] + [cursor]
         if seen.get("chart") != chart_sig and time.monotonic() - seen.get("chart_t", 0.0) >= CHART_EVERY_S:
-            out[self.chart], seen["chart"], seen["chart_t"] = render.chart(snaps), chart_sig, time.monotonic()
+            out[self.chart], seen["chart"] = render.chart(snaps, cursor), chart_sig
+            seen["chart_t"] = time.monotonic()
+        scrub_sig = [snaps[0].run_id, len(snaps[0].previews)]
+        if seen.get("scrub") != scrub_sig and snaps[0].previews:
+            out[self.scrub], seen["scrub"] = gr.Slider(minimum=1, maximum=max(2, len(snaps[0].previews)),
+                                                       interactive=True), scrub_sig
         finished = [v.index for v in snaps[0].spaces]
         layer_sig = [snaps[0].run_id, finished]
         if seen.get("layer") != layer_sig and finished:
@@ -346,6 +362,28 @@ class Page:
         if all(status is None for _, status in entries):
             return ""  # nothing evaluated or asked for: no panel
         return evaluation_table(entries)
+
+    def on_scrub(self, browser: dict, watch: list[str], index: float) -> dict:
+        """`index` as the scrubber shows it, 1-based over the run's saved previews."""
+        jobs = self._jobs(browser, watch)
+        none = {self.scrub_img: gr.skip(), self.scrub_info: gr.skip(), self.cursor: gr.skip(), self.chart: gr.skip()}
+        if not jobs:
+            return none
+        job, snap = jobs[0], jobs[0].snapshot
+        if not snap.previews:
+            return none | {self.scrub_info: "No preview saved yet."}
+        x, space, step, path = snap.previews[min(max(int(index), 1), len(snap.previews)) - 1]
+        try:
+            image = render.grid(render.preview_tiles(browse.open_preview(job.run_dir, path), len(snap.class_names),
+                                                     snap.ipc), snap.class_names, snap.ipc)
+        except Exception as exc:  # noqa: BLE001 - a damaged or hostile file gets one sentence, not a trace
+            return none | {self.scrub_info: f"Could not show this preview: {self._message(exc)}"}
+        point = next((p for p in snap.curve if (p.space, p.step) == (space, step)), None)
+        dist = "" if point is None or point.distance is None else f", distance {point.distance:.4f}"
+        layer = snap.layers[space] if space < len(snap.layers) else str(space)
+        snaps = [public_snapshot(j.snapshot, self.registry.runs_dir) for j in jobs]
+        return {self.scrub_img: image, self.cursor: x, self.chart: render.chart(snaps, x),
+                self.scrub_info: f"Layer {space + 1} of {len(snap.layers)} ({layer}), step {step}{dist}."}
 
     def on_pick_column(self, browser: dict, watch: list[str], evt: gr.SelectData) -> dict:
         """A click on the journey strip: its column's layer becomes the selection (as "Use this layer")."""
@@ -422,12 +460,14 @@ class Page:
         for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
-        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff],
+        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
-                         self.layer_info, self.journey, self.scores, self.seen],
+                         self.layer_info, self.journey, self.scores, self.scrub, self.seen],
                         concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
+        self.scrub.input(self.on_scrub, ids + [self.scrub], [self.scrub_img, self.scrub_info, self.cursor, self.chart],
+                         concurrency_id="scrub", concurrency_limit=4, show_progress="hidden", **private)
         self.use_layer_btn.click(self.on_use_layer, ids + [self.layer], [self.layer_info], **private)
         self.journey.select(self.on_pick_column, ids, [self.layer_info], **private)
         self.export_btn.click(self.on_export, ids, [self.export_info, self.download], **private)

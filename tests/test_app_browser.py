@@ -198,6 +198,14 @@ def test_the_journey_strip_fills_a_column_per_layer_and_a_click_selects_it(brows
         scale = box["width"] / natural[0]
         strip.click(position={"x": (92 + 1.5 * 96) * scale, "y": box["height"] / 2})  # the second column
         expect(page.locator("#status")).to_contain_text("selected layer 2 (user)", timeout=15_000)
+        # The step scrubber browses every saved preview (each layer's step 0 at least), with a chart cursor.
+        page.get_by_text("Step scrubber").click()
+        box = page.locator("#scrub input[type='number']")
+        expect(box).to_be_enabled(timeout=10_000)
+        box.fill("3")
+        box.press("Enter")
+        expect(page.locator("#scrub-info")).to_contain_text(re.compile(r"Layer 2 of 5 \(.*\), step 0"), timeout=15_000)
+        expect(page.locator("#scrub-img img")).to_be_visible()
         # The folder list names each run by method, objective, IPC, state and date, newest first.
         page.get_by_role("button", name="Refresh list").click()
         page.locator("#folders input").click()

@@ -43,3 +43,33 @@ def test_the_timeline_says_how_long_is_left_from_the_measured_step_time():
     assert "about 3 min 00 s left" in render.timeline(snap)
     assert "left" not in render.timeline(Snapshot("r", "hpd", state="paused", layers=("a",), steps_per_space=5,
                                                   steps_done=1, elapsed_s=1.0))
+
+
+def test_a_saved_preview_is_cut_back_into_its_images_and_its_path_is_checked(tmp_path):
+    """save_preview's PNG (the engine's) read by the scrubber: the same images, class-major, at IPC 1 and 3."""
+    import pytest
+    import torch
+
+    from engine import dataset_info
+    from engine.run.export import save_preview
+    from hpd_app.browse import open_preview
+    info = dataset_info("fashion-mnist")
+    for ipc in (1, 3):
+        x = torch.rand(10 * ipc, 1, 32, 32) * 2 - 1   # generator space [-1, 1] ...
+        images = info.from_generator(x)                # ... normalised, as a run's previews are
+        rel = save_preview(tmp_path, 0, 4, images, info)
+        tiles = render.preview_tiles(open_preview(tmp_path, rel), 10, ipc)
+        expected = (info.denormalize(images).clamp(0, 1) * 255).round().to(torch.uint8)
+        assert len(tiles) == 10 * ipc
+        for tile, want in zip(tiles, expected):
+            assert np.abs(tile[..., 0].astype(int) - want[0].numpy().astype(int)).max() <= 1
+    for bad in ("../run.json", "previews/../../etc/passwd", "/etc/hostname", "grid.png"):
+        with pytest.raises(ValueError, match="is not one of this run's previews"):
+            open_preview(tmp_path, bad)
+
+
+def test_the_chart_draws_the_scrubbed_step_as_a_cursor():
+    snap = snapshot(2, steps_per_space=3)
+    plain, marked = render.chart([snap]), render.chart([snap], cursor=4)
+    lines = lambda fig: [ln for ln in fig.axes[0].lines if ln.get_label() == "scrubbed step"]  # noqa: E731
+    assert not lines(plain) and lines(marked)[0].get_xdata()[0] == 4
