@@ -244,7 +244,7 @@ def _read_json(path: Path) -> dict | None:
 def evaluated(cell: Cell, suite: SuiteSpec) -> dict | None:
     """The cell's eval.json when it holds this suite's evaluation of every model (and scores if asked)."""
     data = _read_json(cell.folder / EVAL_FILE)
-    if not data or data.get("protocol") != asdict(suite.protocol) or data.get("repeats") != suite.repeats:
+    if not data or data.get("protocol") != suite.protocol.to_json() or data.get("repeats") != suite.repeats:
         return None
     if data.get("seed") != eval_seed(suite, cell.seed)[0] or set(suite.models) - set(data.get("models", {})):
         return None
@@ -431,7 +431,7 @@ def build_report(spec: CompareSpec, out: Path, cells: list[Cell], timings: dict)
         "out": str(out),
         "base": spec.base, "arms": [asdict(a) | {"label": a.label} for a in spec.arms], "seeds": list(spec.seeds),
         "pixel_steps": spec.pixel_steps,
-        "suite": {"models": list(spec.suite.models), "protocol": asdict(spec.suite.protocol),
+        "suite": {"models": list(spec.suite.models), "protocol": spec.suite.protocol.to_json(),
                   "repeats": spec.suite.repeats, "score_models": list(spec.suite.score_models),
                   "whole_epochs": spec.suite.whole_epochs, "whole_repeats": spec.suite.whole_repeats,
                   "backbone": first.get("backbone_model"), "cross_arch_models": first.get("cross_arch_models")},

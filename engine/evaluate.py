@@ -1,10 +1,14 @@
 """Evaluation protocol: train fresh networks on a synthetic set, test them on real data.
 
-Two protocols are registered:
+Three protocols are registered:
 - `glad`: what GLaD and H-PD run (per-model lr, SGD 0.9 / 5e-4, linear warm-up over the first half then
   cosine to zero, weight EMA 0.995 which is the model tested, DSA during training, batch 256).
 - `dc`: what DC/DSA/DM's reference code runs (lr 0.01, x0.1 at half, no EMA, DSA during training),
   the protocol behind the published Fashion-MNIST figures.
+- `sre2l`: SRe²L's relabel (engine/relabel.py): the student learns a teacher's soft predictions (KL at
+  temperature 20, x T²) of the random resized crops and flips it is shown, instead of hard labels and DSA;
+  the optimiser, schedule, EMA and epochs are glad's, so the two differ only in labels and augmentation.
+  It needs the teacher (`evaluate_synset(..., teacher=...)`; the suite loads the run's, engine/teacher.py).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, SequentialLR
 from torch.optim.swa_utils import AveragedModel
 
-from . import augment
+from . import augment, relabel
 from .data import DatasetInfo, ImageSet
 from .nets import evaluation_lr, get_network
 
@@ -34,17 +38,37 @@ class EvalProtocol:
     batch_train: int = 256
     dsa: bool = True
     batch_test: int = 1000
+    crop_flip: bool = False            # SRe²L's random resized crop + flip per image and minibatch
+    soft_labels: bool = False          # train on the teacher's soft predictions instead of the labels
+    temperature: float = relabel.TEMPERATURE
 
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"evaluation needs at least 1 epoch, got {self.epochs}")
         if self.schedule not in ("warmup_cosine", "step"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose warmup_cosine or step")
+        if not self.temperature > 0:
+            raise ValueError(f"the soft-label temperature must be positive, got {self.temperature}")
+
+    def without_augmentation(self) -> "EvalProtocol":
+        """The same recipe on the images as they are (DD-Ranking's ARS trains each set once this way too)."""
+        return replace(self, dsa=False, crop_flip=False)
+
+    def to_json(self) -> dict:
+        """The protocol as results and cache keys record it. A protocol on hard labels without crops is
+        written without the soft-label fields, as before they existed, so its earlier eval.json files and
+        cached baselines still match."""
+        data = asdict(self)
+        if not self.soft_labels and not self.crop_flip:
+            for name in ("crop_flip", "soft_labels", "temperature"):
+                data.pop(name)
+        return data
 
 
 PROTOCOLS = {
     "glad": EvalProtocol("glad"),
     "dc": EvalProtocol("dc", lr=0.01, schedule="step", ema_decay=None),
+    "sre2l": EvalProtocol("sre2l", dsa=False, crop_flip=True, soft_labels=True),
 }
 
 
@@ -101,11 +125,14 @@ def network_seeds(seed: int, repeats: int) -> list[int]:
 def evaluate_synset(images: torch.Tensor, labels: torch.Tensor, test: ImageSet | PreparedTest, model: str,
                     protocol: EvalProtocol, repeats: int = 5, seed: int = 0,
                     device: torch.device | str = "cpu",
-                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
+                    progress: Callable[[int, int], None] | None = None,
+                    teacher: torch.nn.Module | None = None) -> EvalResult:
     """Train `repeats` fresh `model`s on (images, labels) in normalised space; test each on `test`
-    (an ImageSet, or PreparedTest prepared once when several evaluations share a test split)."""
+    (an ImageSet, or PreparedTest prepared once when several evaluations share a test split). A
+    soft-label protocol trains on `teacher`'s predictions instead of `labels`."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    check_teacher(protocol, teacher)
     device = torch.device(device)
     start = time.perf_counter()
     if not isinstance(test, PreparedTest):
@@ -114,21 +141,31 @@ def evaluate_synset(images: torch.Tensor, labels: torch.Tensor, test: ImageSet |
     seeds = network_seeds(seed, repeats)
     accuracies, test_s = [], 0.0
     for k, s in enumerate(seeds):
-        net = train_network(images, labels, test.info, model, protocol, s, device,
-                            lambda e: progress(k * protocol.epochs + e, repeats * protocol.epochs) if progress else None)
+        report = (lambda e: progress(k * protocol.epochs + e, repeats * protocol.epochs)) if progress else None
+        net = train_network(images, labels, test.info, model, protocol, s, device, report, teacher=teacher)
         t0 = time.perf_counter()
         accuracies.append(accuracy(net, test.x.to(device), test.y.to(device), protocol.batch_test))
         test_s += time.perf_counter() - t0
-    return EvalResult(model, asdict(protocol), accuracies, seeds, len(images), len(test),
+    return EvalResult(model, protocol.to_json(), accuracies, seeds, len(images), len(test),
                       time.perf_counter() - start, test_s)
+
+
+def check_teacher(protocol: EvalProtocol, teacher) -> None:
+    if protocol.soft_labels and teacher is None:
+        raise ValueError(f"the {protocol.name} protocol trains on a teacher's soft labels and was given no teacher; "
+                         "pass the run's classifier (evaluate loads the one its export names)")
 
 
 def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed: int, device,
                   on_epoch: Callable[[int], None] | None = None,
-                  prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.nn.Module:
+                  prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  teacher: torch.nn.Module | None = None) -> torch.nn.Module:
     """Train one fresh network under the protocol; returns the network to test (the EMA one if any).
     `prepare` maps each minibatch of `images` to the network's input (e.g. uint8 -> normalised, for a
-    whole training split kept as uint8); by default the images are the input."""
+    whole training split kept as uint8); by default the images are the input. `teacher`: the soft
+    labels' source under a soft-label protocol."""
+    check_teacher(protocol, teacher)
+    loss_fn = _loss_fn(protocol, info, teacher.to(device).eval() if protocol.soft_labels else None)
     net = get_network(model, info.channels, info.num_classes, info.resolution, seed=seed).to(device)
     lr = protocol.lr if protocol.lr is not None else evaluation_lr(model)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
@@ -138,7 +175,7 @@ def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed
     dsa = augment.DSAParams() if protocol.dsa else None
     net.train()
     for epoch in range(protocol.epochs):
-        _train_epoch(net, opt, images, labels, protocol.batch_train, dsa, gen, prepare)
+        _train_epoch(net, opt, images, labels, protocol, dsa, gen, prepare, loss_fn)
         sched.step()
         if ema is not None:
             ema.update_parameters(net)
@@ -147,14 +184,26 @@ def train_network(images, labels, info, model: str, protocol: EvalProtocol, seed
     return ema.module if ema is not None else net
 
 
-def _train_epoch(net, opt, images, labels, batch: int, dsa, gen: torch.Generator, prepare=None) -> None:
+def _loss_fn(protocol: EvalProtocol, info: DatasetInfo, teacher):
+    """(student logits, the minibatch it saw, its labels) -> loss: cross-entropy on the labels, or the
+    soft-label loss against the teacher's logits of the same minibatch."""
+    if teacher is None:
+        return lambda out, x, y: F.cross_entropy(out, y)
+    return lambda out, x, y: relabel.soft_label_loss(out, relabel.teacher_logits(teacher, x, info),
+                                                     protocol.temperature)
+
+
+def _train_epoch(net, opt, images, labels, protocol: EvalProtocol, dsa, gen: torch.Generator, prepare,
+                 loss_fn) -> None:
     order = torch.randperm(len(images), generator=gen).to(images.device)
-    for idx in order.split(batch):
+    for idx in order.split(protocol.batch_train):
         x = images[idx] if prepare is None else prepare(images[idx])
         if dsa is not None:
             x = augment.augment(x, dsa, gen)
+        if protocol.crop_flip:
+            x = relabel.crop_flip(x, gen)
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), labels[idx]).backward()
+        loss_fn(net(x), x, labels[idx]).backward()
         opt.step()
 
 
@@ -190,5 +239,5 @@ def summary(result: EvalResult) -> str:
             f"over {len(result.accuracies)} runs ({', '.join(pct)}), {result.wall_s:.0f} s")
 
 
-__all__ = ["PROTOCOLS", "EvalProtocol", "EvalResult", "PreparedTest", "accuracy", "evaluate_synset", "get_protocol",
-           "network_seeds", "summary", "train_network"]
+__all__ = ["PROTOCOLS", "EvalProtocol", "EvalResult", "PreparedTest", "accuracy", "check_teacher", "evaluate_synset",
+           "get_protocol", "network_seeds", "summary", "train_network"]

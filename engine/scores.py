@@ -19,7 +19,10 @@ over its networks (it is trained once, not once per round, because it costs what
 trainings do).
 
 Baselines are a property of (dataset, model, protocol, epochs, IPC, repeats), not of a run: they are
-computed once, from a fixed seed, and cached as JSON with their provenance (`BaselineCache`).
+computed once, from a fixed seed, and cached as JSON with their provenance (`BaselineCache`). Under a
+soft-label protocol (`sre2l`) the random real subsets are trained on the teacher's soft labels too, as the
+synthetic set is, and the teacher ({spec, sha256}) joins the key; the whole-data reference keeps its own
+fixed hard-label recipe.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -150,7 +153,7 @@ class BaselineCache:
 
 def _key(kind: str, train: ImageSet, model: str, protocol: EvalProtocol, repeats: int, **extra) -> dict:
     return {"format": CACHE_FORMAT, "kind": kind, "dataset": train.info.name, "train": split_fingerprint(train),
-            "model": model, "protocol": asdict(protocol), "repeats": repeats, "seed": BASELINE_SEED} | extra
+            "model": model, "protocol": protocol.to_json(), "repeats": repeats, "seed": BASELINE_SEED} | extra
 
 
 def random_subset(train: ImageSet, ipc: int, k: int) -> torch.Tensor:
@@ -166,16 +169,22 @@ def random_subset(train: ImageSet, ipc: int, k: int) -> torch.Tensor:
 
 def random_real_baseline(train: ImageSet, test: PreparedTest, model: str, protocol: EvalProtocol, ipc: int,
                          repeats: int, cache: BaselineCache, device: torch.device | str = "cpu",
-                         progress: Progress | None = None) -> tuple[dict, Path]:
+                         progress: Progress | None = None, teacher: torch.nn.Module | None = None,
+                         teacher_id: dict | None = None) -> tuple[dict, Path]:
     """Accuracies of `model` trained on `repeats` random real subsets of `ipc` images per class, with the
-    protocol's augmentation and without it; cached."""
-    key = _key("random-real", train, model, protocol, repeats, ipc=ipc)
+    protocol's augmentation and without it; cached. A soft-label protocol needs `teacher` and its record
+    `teacher_id` (part of the key)."""
+    if protocol.soft_labels and (teacher is None or teacher_id is None):
+        raise ValueError(f"the random-real baseline under the {protocol.name} protocol needs the teacher and "
+                         "its record")
+    extra = {"teacher": teacher_id} if protocol.soft_labels else {}
+    key = _key("random-real", train, model, protocol, repeats, ipc=ipc, **extra)
     cached = cache.load(key)
     if cached is not None:
         return cached, cache.path(key)
     device = torch.device(device)
     start = time.perf_counter()
-    variants = {"aug": protocol, "no_aug": replace(protocol, dsa=False)}
+    variants = {"aug": protocol, "no_aug": protocol.without_augmentation()}
     seeds = network_seeds(Streams(BASELINE_SEED).seed_for("baseline-nets"), repeats)
     accs: dict[str, list[float]] = {v: [] for v in variants}
     subsets, total, done = [], 2 * repeats * protocol.epochs, 0
@@ -186,7 +195,7 @@ def random_real_baseline(train: ImageSet, test: PreparedTest, model: str, protoc
         for name, proto in variants.items():
             base = done
             net = train_network(images, labels, train.info, model, proto, seeds[k], device,
-                                (lambda e, b=base: progress(b + e, total)) if progress else None)
+                                (lambda e, b=base: progress(b + e, total)) if progress else None, teacher=teacher)
             accs[name].append(accuracy(net, test.x, test.y, proto.batch_test))
             done += proto.epochs
     result = {"aug": _stats(accs["aug"]), "no_aug": _stats(accs["no_aug"]), "seeds": seeds, "subsets": subsets,

@@ -6,7 +6,9 @@ evaluation continues with the models it had not finished; a finished `eval.json`
 repeats and seed also counts as done, so repeating a command, or adding a model, trains only what is new.
 `cross_arch_mean` is the paper's Table 5 number: the mean over the evaluated models other than the backbone
 (the run's matching network, run.json's config "net"). With `score_models` it adds DD-Ranking's LRS and ARS
-(engine/scores.py) against cached random-real and whole-data baselines.
+(engine/scores.py) against cached random-real and whole-data baselines. Under a soft-label protocol
+(`sre2l`) every network, the random-real baselines' too, trains on the teacher the run's folder records
+(engine/teacher.py; `SuiteSpec.teacher` names another), and the teacher is part of every key.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import hashlib
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +29,7 @@ from .nets import list_networks, networks_for, unsupported_reason
 from .provenance import provenance
 from .scores import BaselineCache, random_real_baseline, score_rounds, whole_data_baseline
 from .streams import Streams
+from .teacher import load_teacher
 
 EVAL_FORMAT = "hpd-studio/eval/2"
 EVAL_FILE = "eval.json"
@@ -51,6 +54,7 @@ class SuiteSpec:
     score_models: tuple[str, ...] = ()      # models that get LRS/ARS (each also trained without augmentation)
     whole_epochs: int = 10                  # whole-data baseline: epochs over the training split
     whole_repeats: int = 1
+    teacher: str | None = None              # a soft-label protocol's teacher; None: the one the run records
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -153,15 +157,20 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
         test = load_dataset(config["dataset"], "test", data_root or config.get("data_root"))
     resolve_models(list(spec.models), test.info.resolution)  # the spec's models must fit the data
     seed, seed_source = eval_seed(spec, int(config.get("seed", 0)))
+    teacher, teacher_id = None, None
+    if spec.protocol.soft_labels:  # before any training: a missing teacher is one sentence, not a late crash
+        teacher, teacher_id = load_teacher(summary.get("teacher"), config["dataset"], device, spec.teacher)
     key = {"format": EVAL_FORMAT, "synthetic_sha256": _file_sha256(run_dir / "synthetic.pt"),
-           "protocol": asdict(spec.protocol), "repeats": spec.repeats, "seed": seed}
+           "protocol": spec.protocol.to_json(), "repeats": spec.repeats, "seed": seed}
+    if teacher_id is not None:
+        key["teacher"] = teacher_id
     done, done_no_aug = _done_models(run_dir, key)
     done = {m: done[m] for m in spec.models if m in done}
     done_no_aug = {m: done_no_aug[m] for m in spec.score_models if m in done_no_aug}
     images, labels = synthetic["images"].float(), synthetic["labels"].long()
     per_model = spec.repeats * spec.protocol.epochs
     todo = [(m, spec.protocol, done) for m in spec.models] + \
-           [(m, replace(spec.protocol, dsa=False), done_no_aug) for m in spec.score_models]
+           [(m, spec.protocol.without_augmentation(), done_no_aug) for m in spec.score_models]
     total = per_model * len(todo)
     finished = per_model * sum(m in store for m, _, store in todo)
     if progress:
@@ -174,7 +183,8 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
             prepared = PreparedTest.of(test, device)
         base = finished
         report = (lambda d, t, b=base: progress("suite", b + d, total)) if progress else None
-        result = evaluate_synset(images, labels, prepared, model, protocol, spec.repeats, seed, device, report)
+        result = evaluate_synset(images, labels, prepared, model, protocol, spec.repeats, seed, device, report,
+                                 teacher)
         store[model] = result.to_json()
         finished += per_model
         write_json(run_dir / PARTIAL_FILE, {"key": key, "models": done, "no_aug": done_no_aug})
@@ -191,14 +201,17 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
         "backbone": backbone,
         "models": models,
         "cross_arch_mean": mean, "cross_arch_models": others,
-        "protocol": asdict(spec.protocol), "repeats": spec.repeats, "seed": seed, "seed_source": seed_source,
+        "protocol": spec.protocol.to_json(), "repeats": spec.repeats, "seed": seed, "seed_source": seed_source,
         "key": key,
     }
+    if teacher_id is not None:
+        out["teacher"] = teacher_id
     if spec.score_models:
         out["no_aug"] = {m: done_no_aug[m] for m in spec.score_models}
         out["scores"] = _scores(spec, models, done_no_aug, int(config["ipc"]), test, device,
                                 Path(cache) if cache else run_dir.parent / "baselines",
-                                data_root or config.get("data_root"), config["dataset"], progress)
+                                data_root or config.get("data_root"), config["dataset"], progress,
+                                (teacher, teacher_id))
     if len(models) == 1:  # the one-model layout of earlier versions, kept for scripts that read it
         only = next(iter(models.values()))
         out |= {k: only[k] for k in ("model", "accuracies", "mean", "std", "seeds", "train_images", "wall_s")}
@@ -212,7 +225,7 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
 
 
 def _scores(spec: SuiteSpec, models: dict, no_aug: dict, ipc: int, test: ImageSet, device, cache_root: Path,
-            data_root: str | None, dataset: str, progress: Progress | None) -> dict:
+            data_root: str | None, dataset: str, progress: Progress | None, teacher: tuple = (None, None)) -> dict:
     cache = BaselineCache(cache_root)
     train = load_dataset(dataset, "train", data_root)
     prepared = PreparedTest.of(test, device)
@@ -220,7 +233,7 @@ def _scores(spec: SuiteSpec, models: dict, no_aug: dict, ipc: int, test: ImageSe
     for model in spec.score_models:
         report = (lambda kind: (lambda d, t: progress(f"baseline {model} {kind}", d, t))) if progress else (lambda kind: None)
         rnd, rnd_path = random_real_baseline(train, prepared, model, spec.protocol, ipc, spec.repeats, cache, device,
-                                             report("random-real"))
+                                             report("random-real"), *teacher)
         whole, whole_path = whole_data_baseline(train, prepared, model, spec.whole_epochs, spec.whole_repeats, cache,
                                                 device, report("whole-data"))
         scored = score_rounds(models[model]["accuracies"], no_aug[model]["accuracies"], rnd["aug"]["values"],

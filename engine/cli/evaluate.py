@@ -26,6 +26,9 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="networks per model (mean ± std over them)")
     p.add_argument("--protocol", default="glad", help=f"training recipe: {', '.join(PROTOCOLS)} (see README)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the protocol's, 1000)")
+    p.add_argument("--teacher", default=None,
+                   help="classifier spec of the sre2l protocol's teacher (default: the one the run's folder records, "
+                        "its --classifier)")
     p.add_argument("--scores", action="store_true",
                    help="add DD-Ranking's LRS and ARS (against random real subsets of the same IPC and the whole "
                         "training split, computed once and cached)")
@@ -58,7 +61,7 @@ def suite_spec(args: argparse.Namespace, resolution: int, backbone: str) -> Suit
     else:
         scored = (backbone,) if backbone in models else models[:1]
     return SuiteSpec(models, get_protocol(args.protocol, args.epochs), args.repeats, getattr(args, "seed", None),
-                     scored if args.scores else (), args.whole_epochs, args.whole_repeats)
+                     scored if args.scores else (), args.whole_epochs, args.whole_repeats, args.teacher)
 
 
 def check_names(args: argparse.Namespace) -> None:

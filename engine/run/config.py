@@ -113,7 +113,8 @@ class RunConfig:
         _choice("sg-batch", self.sg_batch, SG_BATCH)
         _choice("eval model", self.eval_model, list_networks())
         _choice("network", self.net, list_networks())
-        _choice("eval protocol", self.eval_protocol, list(PROTOCOLS))
+        # The per-space accuracy pick has no teacher to hand to a soft-label protocol (`evaluate` does).
+        _choice("eval protocol", self.eval_protocol, [p for p in PROTOCOLS if not PROTOCOLS[p].soft_labels])
         for name in ("ipc", "layers_per_space", "mean_ws_samples", "batch_real", "eval_repeats", "eval_epochs",
                      "distance_real_per_class", "sg_chunk", "preview_every", "holdout_per_class",
                      "syn_steps", "expert_epochs", "max_start_epoch"):

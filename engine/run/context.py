@@ -5,7 +5,7 @@ step functions (loop.py). Everything random draws from `streams`, one named stre
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from ..generators import LayeredGenerator, PixelGenerator, load_generator
 from ..nets import get_network
 from ..provenance import provenance
 from ..streams import Streams
+from ..teacher import teacher_record
 from .config import RunConfig
 from .limits import check_memory
 from .methods import Method, get_method
@@ -54,6 +55,9 @@ class RunContext:
     objective: object
     streams: Streams
     provenance: dict
+    # The run's classifier as its folder records it ({"spec", "sha256"}, engine/teacher.py): what a
+    # soft-label evaluation loads as the teacher. Hashed once here, not at every run.json write.
+    teacher: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +90,8 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
     return RunContext(config, Path(run_dir), method, info, val, sampler, G, plan,
                       method.steps_per_space(config, len(G.layers)), labels, classes, distance, note,
                       _objective(config, info, sampler, streams, device, classifier), streams,
-                      provenance(config.device))
+                      provenance(config.device),
+                      teacher_record(None if classifier is not None else config.classifier_spec))
 
 
 def _splits(cfg: RunConfig, streams: Streams) -> tuple[ImageSet, ImageSet | None]:

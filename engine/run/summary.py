@@ -31,4 +31,5 @@ def summary(ctx: RunContext, st: RunState) -> dict:
         "losses": [x for s in st.spaces for x in s.losses if x is not None],
         "elapsed_s": st.elapsed_s,
         "provenance": ctx.provenance,
+        "teacher": ctx.teacher,  # what the sre2l evaluation protocol loads (engine/teacher.py)
     }
