@@ -10,14 +10,13 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from PIL import Image
-
 from engine import (Event, PlanEvent, RunConfig, SpaceEndEvent, dataset_info, export_files, from_json, is_live,
                     read_space_file)
 from engine.run.durable import replacing, staged_entries, staged_folder
 from engine.run.lock import RunLock, folder_lock
 
 from .bundle import zip_export
+from .previews import journey_gif
 from .render import journey
 from .reduce import reduce
 from .snapshot import LABELS, TERMINAL, Snapshot
@@ -58,17 +57,6 @@ def run_folder(runs_dir: Path, name: str) -> Path:
     if path is None or path.parent != base or not (path / "run.json").is_file():
         raise ValueError(f"{str(name)[:80]!r} is not a run folder directly under the runs folder")
     return path
-
-
-def open_preview(run_dir: Path, path: str) -> Image.Image:
-    """A saved preview PNG of a run, named as its events name it; nothing outside RUN_DIR/previews."""
-    folder = (Path(run_dir) / "previews").resolve()
-    target = (Path(run_dir) / str(path)).resolve()
-    if target.parent != folder or target.suffix != ".png":
-        raise ValueError(f"{str(path)[:80]!r} is not one of this run's previews")
-    with Image.open(target) as image:
-        image.load()
-        return image
 
 
 def read_meta(run_dir: Path) -> dict:
@@ -258,13 +246,13 @@ class FolderJob:
             target = exports / f"space_{space:02d}"
             with folder_lock(exports), staged_folder(target) as staging:
                 export_files(staging, saved, info, provenance)
-                zip_export(staging, journey(self._snap))
+                zip_export(staging, journey(self._snap), journey_gif(self.run_dir, self._snap))
         else:
             target = self.run_dir
             with folder_lock(target):
                 with staged_entries(target) as staging:
                     export_files(staging, saved, info, provenance)
-                zip_export(target, journey(self._snap))
+                zip_export(target, journey(self._snap), journey_gif(self.run_dir, self._snap))
         path = target / "synthetic.pt"
         with self._lock:
             self._bundle = target / "export.zip"

@@ -15,9 +15,10 @@ from engine.run.durable import replacing
 EXPORTED = ("synthetic.pt", "grid.png", "export.json", "images.pt", "labels.pt", "lr.pt")
 
 
-def zip_export(folder: Path, journey=None) -> Path:
+def zip_export(folder: Path, journey=None, animation: bytes | None = None) -> Path:
     """FOLDER/export.zip holding synthetic.pt, DD-Ranking's images.pt/labels.pt(/lr.pt), grid.png,
-    export.json, images/ and, when given, the journey strip (a PIL image) as journey.png: written under
+    export.json, images/ and, when given, the journey strip (a PIL image) as journey.png and the saved
+    previews step by step (GIF bytes) as journey.gif: written under
     a unique temporary name, fsynced, then renamed over the old zip (the caller holds the folder's
     export lock, so the files it reads are one export's)."""
     folder = Path(folder)
@@ -30,6 +31,8 @@ def zip_export(folder: Path, journey=None) -> Path:
             png = io.BytesIO()
             journey.save(png, format="PNG")
             zf.writestr("journey.png", png.getvalue())
+        if animation is not None:
+            zf.writestr("journey.gif", animation)
         images = folder / "images"
         if images.is_dir():
             for path in sorted(images.rglob("*")):

@@ -26,6 +26,7 @@ from engine.run.lock import folder_lock
 
 from . import browse
 from .bundle import zip_export
+from .previews import journey_gif
 from .render import journey
 from .cams import CamProvider
 from .configs import Prechecks, parse_config
@@ -279,7 +280,7 @@ class LiveJob:
             raise ValueError("the run is in the middle of a long step; the export will be written when it "
                              "ends; export again then to download it") from None
         with folder_lock(self.run_dir):
-            zip_export(self.run_dir, journey(self._snap))
+            zip_export(self.run_dir, journey(self._snap), journey_gif(self.run_dir, self._snap))
         return path
 
     def bundle(self) -> Path:

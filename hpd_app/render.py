@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from .snapshot import Snapshot
+from .snapshot import TERMINAL, Snapshot
 
 CELL = 96          # pixels per image in the grid (small images are upscaled, nearest neighbour)
 BAND = 30          # blank band on top: Gradio's label badge and toolbar icons sit there, over nothing
@@ -54,38 +54,55 @@ def layer_changes(views) -> list[float | None]:
     return out
 
 
-def journey(snap: Snapshot, diffs: bool = False) -> Image.Image | None:
-    """The whole journey at once: a column per finished layer (pixel space last), a row per class (its
-    first image), the selected layer framed; `diffs` shows |layer k - layer k-1| (brightened) instead."""
+def _journey_columns(snap: Snapshot, diffs: bool, overlays) -> list[tuple[str, str, np.ndarray, bool]]:
+    """(title, subtitle, images, framed) per column: the finished layers, then the layer in progress."""
     views = [v for v in sorted(snap.spaces, key=lambda v: v.index) if v.images is not None]
-    if not views or not snap.class_names:
-        return None
-    n_classes, ipc = len(snap.class_names), max(1, snap.ipc)
-    canvas = Image.new("RGB", (JOURNEY_LEFT + len(views) * CELL, JOURNEY_HEAD + n_classes * CELL), "white")
-    draw, font = ImageDraw.Draw(canvas), _font()
-    for c, name in enumerate(snap.class_names):
-        draw.text((2, JOURNEY_HEAD + c * CELL + CELL // 2 - 6), name[:14], fill="black", font=font)
-    changes = layer_changes(views)
-    for col, (view, change) in enumerate(zip(views, changes)):
-        x = JOURNEY_LEFT + col * CELL
-        draw.text((x + 2, BAND + 1), f"{view.index + 1}: {view.name}"[:15], fill="black", font=font)
-        draw.text((x + 2, BAND + 15), "start" if change is None else f"change {change:.3f}", fill="#555555", font=font)
+    cols = []
+    for col, (view, change) in enumerate(zip(views, layer_changes(views))):
         images = view.images
         if diffs and col > 0 and views[col - 1].images is not None:
             d = np.abs(images.astype(np.int16) - views[col - 1].images.astype(np.int16))
             images = np.clip(d * 4, 0, 255).astype(np.uint8)  # x4: small changes must show
-        for c in range(n_classes):
+        elif overlays and view.index in overlays:
+            images = np.stack(overlays[view.index])
+        cols.append((f"{view.index + 1}: {view.name}", "start" if change is None else f"change {change:.3f}",
+                     images, view.index == snap.selected_space))
+    finished = {v.index for v in views}
+    if snap.state not in TERMINAL and snap.preview is not None and snap.space not in finished and not diffs:
+        cols.append((f"now: layer {snap.space + 1}", f"step {snap.step}", np.asarray(snap.preview), False))
+    return cols
+
+
+def journey(snap: Snapshot, diffs: bool = False, overlays: dict | None = None) -> Image.Image | None:
+    """The whole journey at once: a column per finished layer (pixel space last) and, while the run goes
+    on, the current layer's latest preview; a row per class (its first image); the selected layer framed.
+    `diffs` shows |layer k - layer k-1| (brightened) instead; `overlays` {space: CAM overlay images}
+    replaces a finished layer's images by their CAM."""
+    cols = _journey_columns(snap, diffs, overlays)
+    if not cols or not snap.class_names:
+        return None
+    n_classes, ipc = len(snap.class_names), max(1, snap.ipc)
+    canvas = Image.new("RGB", (JOURNEY_LEFT + len(cols) * CELL, JOURNEY_HEAD + n_classes * CELL), "white")
+    draw, font = ImageDraw.Draw(canvas), _font()
+    for c, name in enumerate(snap.class_names):
+        draw.text((2, JOURNEY_HEAD + c * CELL + CELL // 2 - 6), name[:14], fill="black", font=font)
+    for col, (title, subtitle, images, framed) in enumerate(cols):
+        x = JOURNEY_LEFT + col * CELL
+        draw.text((x + 2, BAND + 1), title[:15], fill="black", font=font)
+        draw.text((x + 2, BAND + 15), subtitle, fill="#555555", font=font)
+        for c in range(min(n_classes, len(images) // ipc)):
             arr = images[c * ipc]
             arr = arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
             tile = Image.fromarray(arr).convert("RGB").resize((CELL - 2, CELL - 2), Image.NEAREST)
             canvas.paste(tile, (x + 1, JOURNEY_HEAD + c * CELL + 1))
-        if view.index == snap.selected_space:
+        if framed:
             draw.rectangle([x, JOURNEY_HEAD, x + CELL - 1, JOURNEY_HEAD + n_classes * CELL - 1], outline="#d62728", width=3)
     return canvas
 
 
 def journey_column(snap: Snapshot, x: int) -> int | None:
-    """The layer (space index) of the strip's column at image x, or None left of the columns."""
+    """The layer (space index) of the strip's finished column at image x; None left of the columns and
+    on the column of the layer in progress."""
     views = [v for v in sorted(snap.spaces, key=lambda v: v.index) if v.images is not None]
     col = (x - JOURNEY_LEFT) // CELL
     return views[col].index if x >= JOURNEY_LEFT and 0 <= col < len(views) else None

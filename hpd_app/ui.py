@@ -19,9 +19,11 @@ from .errors import public_snapshot, user_message
 from .evaluation import table as evaluation_table
 from .jobs import JobRegistry
 from .owners import new_token, token_owner, token_problem
-from .snapshot import LABELS
+from .previews import open_preview
+from .snapshot import LABELS, TERMINAL
 
 POLL_S = 0.5
+CAM_CACHE = 256       # strip columns of CAM overlays kept (10 small images each)
 CHART_EVERY_S = 2.0   # the chart is re-drawn at most this often (~70 ms of CPU and the GIL per draw)
 # At short budgets "last" can beat the distance by far (RESULTS.md, IPC 10), so the page offers the basis.
 SELECTION_LABELS = {"distance": "class-relevant distance", "loss": "loss value", "last": "last step"}
@@ -37,6 +39,7 @@ class Page:
 
     def __init__(self, registry: JobRegistry):
         self.registry = registry
+        self._cam_cache: dict[tuple[str, int], list] = {}  # (run id, layer) -> the strip's CAM overlays
         devices, default_device = _devices()
         self.browser = gr.BrowserState({"token": "", "watch": []}, storage_key="hpd-studio")
         self.watch = gr.State([])
@@ -87,7 +90,7 @@ class Page:
                     self.resume_btn = gr.Button("Resume", size="sm")
                     self.step_btn = gr.Button("Step", size="sm")
                     self.stop_btn = gr.Button("Stop", size="sm", variant="stop")
-                    self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps")
+                    self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps (grid and strip)", elem_id="show-cam")
                 with gr.Row():
                     self.grid_a = gr.Image(None, label="Synthetic images", type="pil", format="png",
                                            interactive=False, elem_id="grid-a")
@@ -332,9 +335,13 @@ class Page:
         scores = self._scores(browser, jobs)
         if seen.get("scores") != scores:
             out[self.scores], seen["scores"] = scores, scores
-        journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs)]
+        live = snaps[0].state not in TERMINAL
+        journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs), bool(show_cam),
+                       snaps[0].preview_version if live else None]
         if seen.get("journey") != journey_sig:
-            out[self.journey], seen["journey"] = render.journey(jobs[0].snapshot, bool(diffs)), journey_sig
+            overlays = self._strip_cams(jobs[0]) if show_cam and not diffs else None
+            out[self.journey] = render.journey(jobs[0].snapshot, bool(diffs), overlays)
+            seen["journey"] = journey_sig
         out[self.seen] = seen
         return out
 
@@ -363,6 +370,24 @@ class Page:
             return ""  # nothing evaluated or asked for: no panel
         return evaluation_table(entries)
 
+    def _strip_cams(self, job) -> dict:
+        """{space: CAM overlays} of the finished layers, each computed once per run and layer."""
+        out = {}
+        for view in job.snapshot.spaces:
+            key = (job.run_id, view.index)
+            if key not in self._cam_cache:
+                entry = job.cam_input(view.index)
+                if entry is None:
+                    continue
+                try:
+                    self._cam_cache[key] = self.registry.cams.overlays(*entry)
+                except ValueError:
+                    return {}  # no proxy for CAMs: the strip shows the images (the grid says why)
+                while len(self._cam_cache) > CAM_CACHE:
+                    self._cam_cache.pop(next(iter(self._cam_cache)))
+            out[view.index] = self._cam_cache[key]
+        return out
+
     def on_scrub(self, browser: dict, watch: list[str], index: float) -> dict:
         """`index` as the scrubber shows it, 1-based over the run's saved previews."""
         jobs = self._jobs(browser, watch)
@@ -374,7 +399,7 @@ class Page:
             return none | {self.scrub_info: "No preview saved yet."}
         x, space, step, path = snap.previews[min(max(int(index), 1), len(snap.previews)) - 1]
         try:
-            image = render.grid(render.preview_tiles(browse.open_preview(job.run_dir, path), len(snap.class_names),
+            image = render.grid(render.preview_tiles(open_preview(job.run_dir, path), len(snap.class_names),
                                                      snap.ipc), snap.class_names, snap.ipc)
         except Exception as exc:  # noqa: BLE001 - a damaged or hostile file gets one sentence, not a trace
             return none | {self.scrub_info: f"Could not show this preview: {self._message(exc)}"}

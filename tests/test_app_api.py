@@ -2,6 +2,7 @@
 plus one real default path: Pixel on the real Fashion-MNIST)."""
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -96,7 +97,11 @@ def test_start_pause_step_resume_select_export(server):
     assert (path.parent / "export.zip").is_file() and path.parent.parent == server[1]
     import zipfile
     with zipfile.ZipFile(path.parent / "export.zip") as zf:  # the journey strip and DD-Ranking's layout too
-        assert {"journey.png", "images.pt", "labels.pt", "synthetic.pt", "grid.png"} <= set(zf.namelist())
+        assert {"journey.png", "journey.gif", "images.pt", "labels.pt", "synthetic.pt", "grid.png"} <= set(zf.namelist())
+        from PIL import Image
+        with Image.open(io.BytesIO(zf.read("journey.gif"))) as gif:  # the saved previews, in step order
+            # (Pillow merges a frame equal to the one before it into that one's time)
+            assert 2 < gif.n_frames <= len(list((path.parent / "previews").glob("*.png")))
     assert status(c, rid)["selected_space"] == 1
 
 

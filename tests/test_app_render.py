@@ -52,7 +52,7 @@ def test_a_saved_preview_is_cut_back_into_its_images_and_its_path_is_checked(tmp
 
     from engine import dataset_info
     from engine.run.export import save_preview
-    from hpd_app.browse import open_preview
+    from hpd_app.previews import open_preview
     info = dataset_info("fashion-mnist")
     for ipc in (1, 3):
         x = torch.rand(10 * ipc, 1, 32, 32) * 2 - 1   # generator space [-1, 1] ...
@@ -73,3 +73,24 @@ def test_the_chart_draws_the_scrubbed_step_as_a_cursor():
     plain, marked = render.chart([snap]), render.chart([snap], cursor=4)
     lines = lambda fig: [ln for ln in fig.axes[0].lines if ln.get_label() == "scrubbed step"]  # noqa: E731
     assert not lines(plain) and lines(marked)[0].get_xdata()[0] == 4
+
+
+def test_the_strip_ends_with_the_layer_in_progress_and_can_show_cams():
+    rng = np.random.default_rng(1)
+    now = (rng.random((20, 32, 32, 1)) * 255).astype(np.uint8)
+    running = snapshot(2, state="running", space=2, step=3, preview=now)
+    image = render.journey(running)
+    assert image.size[0] == render.JOURNEY_LEFT + 3 * render.CELL  # two finished layers, then "now"
+    assert render.journey_column(running, render.JOURNEY_LEFT + 2 * render.CELL + 5) is None  # not selectable
+    x0, y0 = render.JOURNEY_LEFT + 2 * render.CELL + 1, render.JOURNEY_HEAD + 1
+    tile = np.asarray(image)[y0:y0 + render.CELL - 2, x0:x0 + render.CELL - 2, 0]
+    from PIL import Image
+    want = np.asarray(Image.fromarray(now[0, :, :, 0]).resize((render.CELL - 2, render.CELL - 2), Image.NEAREST))
+    assert np.array_equal(tile, want)  # the first class's first image of the latest preview
+    finished = snapshot(2, state="finished", space=2, preview=now)
+    assert render.journey(finished).size[0] == render.JOURNEY_LEFT + 2 * render.CELL  # done: no "now" column
+    red = [np.full((32, 32, 3), (255, 0, 0), np.uint8)] * 20
+    cams = np.asarray(render.journey(finished, overlays={1: red}))
+    y = render.JOURNEY_HEAD + 40
+    assert tuple(cams[y, render.JOURNEY_LEFT + render.CELL + 40]) == (255, 0, 0)   # layer 2 shows its CAM
+    assert tuple(cams[y, render.JOURNEY_LEFT + 40]) != (255, 0, 0)                 # layer 1 its images
