@@ -1,5 +1,6 @@
-"""Benchmark (skipped unless HPD_BENCH=1): engine steps/s with the page attached and polling vs headless,
-same run config, interleaved; and the time from clicking Start to the first image on the page.
+"""Benchmark (skipped unless HPD_BENCH=1): engine steps/s with one and two pages attached and polling vs
+headless, same run config, interleaved; the time from clicking Start to the first image on the page; and
+Compare's two runs stepping in turn vs one after the other.
 
     HPD_BENCH=1 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -s tests/test_app_benchmark.py
 """
@@ -9,6 +10,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from test_app_fixtures import served
 
 CONFIG = {"method": "pixel", "steps_per_space": 30, "batch_real": 32}
 ROUNDS = int(os.environ.get("HPD_BENCH_ROUNDS", "4"))
+SWITCH_INTERVAL_S = 0.0005  # the candidate GIL switch interval
 
 pytestmark = pytest.mark.skipif(os.environ.get("HPD_BENCH") != "1", reason="benchmark: set HPD_BENCH=1")
 
@@ -46,27 +49,92 @@ def attached(page, runs: Path) -> tuple[float, float]:
     return meta["steps_done"] / meta["elapsed_s"], first_image
 
 
+def attached_two(context, url, runs: Path) -> float:
+    """Engine steps/s of a run watched by two pages at once (a reload and a second tab, as the browser
+    test does): the case that stepped at ~0.2 steps/s at times in session 6."""
+    page = open_page(context, url)
+    configure_small(page, steps=CONFIG["steps_per_space"], batch_real=CONFIG["batch_real"])
+    pick(page, "method", "Pixel")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.locator("#grid-a img").wait_for(state="visible", timeout=120_000)
+    second = context.new_page()
+    second.goto(url)
+    page.reload()
+    page.locator("#status").get_by_text(re.compile("finished")).wait_for(timeout=600_000)
+    run_id = re.search(r"\d{8}-\d{6}-pixel-[0-9a-f]{6}", page.locator("#status").inner_text()).group(0)
+    meta = json.loads((runs / run_id / "run.json").read_text())
+    return meta["steps_done"] / meta["elapsed_s"]
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
 def test_page_attached_vs_headless(tmp_path):
+    """Per round, interleaved: headless, one page, two pages, at Python's default GIL switch interval
+    (5 ms) and at a shorter candidate (a run's step is many short torch ops that each retake the GIL, the
+    polls are pure Python; not adopted until a quiet machine shows it helps)."""
     from playwright.sync_api import sync_playwright
     runs = tmp_path / "runs"
+    rates: dict[tuple[str, float], list[float]] = {}
+    firsts: list[float] = []
     with served(runs, tmp_path / "gradio") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        free, polled, firsts = [], [], []
-        for k in range(ROUNDS):  # interleaved, so drifting machine load hits both sides alike
-            free.append(headless(tmp_path / f"headless{k}"))
-            # A fresh browser profile each round: an empty page, so the first image is this run's.
-            context = browser.new_context(viewport={"width": 1400, "height": 1300})
-            page = open_page(context, url)
-            configure_small(page, steps=CONFIG["steps_per_space"], batch_real=CONFIG["batch_real"])
-            pick(page, "method", "Pixel")
-            rate, first = attached(page, runs)
-            context.close()
-            polled.append(rate)
-            firsts.append(first)
+        for k in range(ROUNDS):  # interleaved, so drifting machine load hits every case alike
+            for interval in (0.005, SWITCH_INTERVAL_S):
+                sys.setswitchinterval(interval)
+                rates.setdefault(("headless", interval), []).append(headless(tmp_path / f"headless{k}-{interval}"))
+                # A fresh browser profile each time: an empty page, so the first image is this run's.
+                context = browser.new_context(viewport={"width": 1400, "height": 1300})
+                page = open_page(context, url)
+                configure_small(page, steps=CONFIG["steps_per_space"], batch_real=CONFIG["batch_real"])
+                pick(page, "method", "Pixel")
+                rate, first = attached(page, runs)
+                context.close()
+                rates.setdefault(("one page", interval), []).append(rate)
+                if interval == 0.005:  # Python's default, the studio's
+                    firsts.append(first)
+                context = browser.new_context(viewport={"width": 1400, "height": 1300})
+                rates.setdefault(("two pages", interval), []).append(attached_two(context, url, runs))
+                context.close()
         browser.close()
+    sys.setswitchinterval(0.005)
     print(f"\nconfig {CONFIG}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"load {os.getloadavg()[0]:.2f}")
-    print(f"headless steps/s {[round(x, 3) for x in free]} median {statistics.median(free):.3f}")
-    print(f"attached steps/s {[round(x, 3) for x in polled]} median {statistics.median(polled):.3f}")
-    print(f"ratio attached/headless (medians) {statistics.median(polled) / statistics.median(free):.3f}")
+    for (case, interval), xs in rates.items():
+        base = _median(rates[("headless", interval)])
+        print(f"switch {1000 * interval:.1f} ms, {case}: steps/s {[round(x, 3) for x in xs]} median "
+              f"{_median(xs):.3f}, ratio to headless {_median(xs) / base:.3f}")
     print(f"Start -> first image on the page, s {[round(x, 2) for x in firsts]}")
+
+
+def test_compare_interleaved_vs_one_after_the_other(tmp_path):
+    """Compare's two runs (H-PD, GLaD) as the studio queues them, stepping in turn, against the same two
+    runs one after the other: wall time from start to both finished."""
+    from engine import Turns
+    config = {"method": "hpd", "steps_per_space": 4, "batch_real": 32}
+    walls: dict[str, list[float]] = {"interleaved": [], "one after the other": []}
+    for k in range(ROUNDS):
+        for mode in walls:
+            runs = [Run(parse_config(config | {"method": m}), tmp_path / f"{mode}-{k}-{m}") for m in ("hpd", "glad")]
+            t0 = time.perf_counter()
+            if mode == "interleaved":
+                turns = Turns()
+                controllers = [RunController(r, turns) for r in runs]
+                for c in controllers:
+                    c.start()
+                for c in controllers:
+                    c.wait()
+            else:
+                for r in runs:
+                    c = RunController(r)
+                    c.start()
+                    c.wait()
+            walls[mode].append(time.perf_counter() - t0)
+            assert all(r.status == "finished" for r in runs)
+    print(f"\nconfig {config} (GLaD: the same total steps), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+          f"load {os.getloadavg()[0]:.2f}")
+    for mode, xs in walls.items():
+        print(f"{mode}: wall s {[round(x, 1) for x in xs]} median {_median(xs):.1f}")
+    print(f"ratio interleaved / one after the other (medians) "
+          f"{_median(walls['interleaved']) / _median(walls['one after the other']):.3f}")
