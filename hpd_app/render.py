@@ -182,8 +182,10 @@ def chart(snaps: Sequence[Snapshot], cursor: int | None = None) -> Figure:
     """Distance (left axis) and loss (right, dashed) per step; dotted lines at layer boundaries; each
     layer's kept minimum marked; `cursor`: the step the scrubber shows, a solid line. Several runs share
     the axes (Compare)."""
-    fig = Figure(figsize=(7.5, 3.0), dpi=80)
-    fig.subplots_adjust(left=0.08, right=0.91, bottom=0.16, top=0.97)  # fixed: constrained layout is slow
+    # As wide as the page's column (960 px at 80 dpi), so it is drawn at its size, not scaled; margins
+    # fixed (constrained layout is slow) and wide enough for both axis labels.
+    fig = Figure(figsize=(12.0, 3.6), dpi=80)
+    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.14, top=0.97)
     ax = fig.add_subplot()
     ax_loss = ax.twinx()
     ax.set_xlabel("step")

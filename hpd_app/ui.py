@@ -91,12 +91,13 @@ class Page:
                     self.step_btn = gr.Button("Step", size="sm")
                     self.stop_btn = gr.Button("Stop", size="sm", variant="stop")
                     self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps (grid and strip)", elem_id="show-cam")
-                with gr.Row():
+                with gr.Column():  # stacked, not side by side: each grid keeps the column's full width
                     self.grid_a = gr.Image(None, label="Synthetic images", type="pil", format="png",
                                            interactive=False, elem_id="grid-a")
                     self.grid_b = gr.Image(None, label="Compared run", type="pil", format="png",
                                            interactive=False, visible=False, elem_id="grid-b")
                 self.chart = gr.Plot(label="Distance and loss", format="png", elem_id="chart")
+                self.scores = gr.Markdown("", elem_id="scores")  # the evaluation: beside what it judges
                 with gr.Accordion("Step scrubber: every saved preview, step by step", open=False):
                     self.scrub = gr.Slider(1, 2, value=1, step=1, label="Saved preview (1 = the first layer's step 0)",
                                            interactive=False, elem_id="scrub")
@@ -111,7 +112,7 @@ class Page:
                     self.layer = gr.Slider(1, 2, value=1, step=1, label="Layer (finished ones; 1 = the first)",
                                            interactive=False,
                                            elem_id="layer")
-                    with gr.Row():
+                    with gr.Column():  # stacked: each at the column's full width
                         self.layer_img = gr.Image(None, label="Kept images", type="pil", format="png",
                                                   interactive=False)
                         self.layer_cam = gr.Image(None, label="Their CAM", type="pil", format="png",
@@ -123,7 +124,6 @@ class Page:
                     self.download = gr.DownloadButton("Download zip", interactive=False, elem_id="download")
                     self.eval_btn = gr.Button("Evaluate", elem_id="evaluate")
                 self.export_info = gr.Markdown("")
-                self.scores = gr.Markdown("", elem_id="scores")
         self.timer = gr.Timer(POLL_S)
 
     # ------------------------------------------------------------ helpers
