@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import asdict
 
 import gradio as gr
 
-from engine import METHODS, OBJECTIVES, SELECTIONS, get_objective, list_datasets, resolve_device
+from engine import METHODS, OBJECTIVES, SELECTIONS, RunConfig, get_objective, list_datasets, resolve_device
 
 from . import browse, render
 from .bundle import download_copy, download_name
@@ -78,6 +79,10 @@ class Page:
                 with gr.Row():
                     self.start_btn = gr.Button("Start", variant="primary", elem_id="start")
                     self.compare_btn = gr.Button("Compare GLaD vs H-PD", elem_id="compare")
+                # Refusals stay here until the next Start/Open (the timeline beside it is redrawn every tick).
+                self.notice = gr.Markdown("", elem_id="notice")
+                self.new_btn = gr.Button("New run (leave the run on screen going)", size="sm", elem_id="new-run",
+                                         visible=False)
                 self.runs = gr.Dropdown([], label="Your runs", elem_id="runs")
                 self.folders = gr.Dropdown([], label="Run folders on disk", elem_id="folders")
                 with gr.Row():
@@ -86,10 +91,11 @@ class Page:
             with gr.Column(scale=3):
                 self.status = gr.Markdown("Set up a run and press **Start**.", elem_id="status")
                 with gr.Row():
-                    self.pause_btn = gr.Button("Pause", size="sm")
-                    self.resume_btn = gr.Button("Resume", size="sm")
-                    self.step_btn = gr.Button("Step", size="sm")
-                    self.stop_btn = gr.Button("Stop", size="sm", variant="stop")
+                    # Disabled until a run on screen makes them apply (on_poll's _controls).
+                    self.pause_btn = gr.Button("Pause", size="sm", interactive=False)
+                    self.resume_btn = gr.Button("Resume", size="sm", interactive=False)
+                    self.step_btn = gr.Button("Step", size="sm", interactive=False)
+                    self.stop_btn = gr.Button("Stop", size="sm", variant="stop", interactive=False)
                     self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps (grid and strip)", elem_id="show-cam")
                 with gr.Column():  # stacked, not side by side: each grid keeps the column's full width
                     self.grid_a = gr.Image(None, label="Synthetic images", type="pil", format="png",
@@ -118,11 +124,11 @@ class Page:
                         self.layer_cam = gr.Image(None, label="Their CAM", type="pil", format="png",
                                                   interactive=False)
                     self.layer_info = gr.Markdown("")
-                    self.use_layer_btn = gr.Button("Use this layer", size="sm")
+                    self.use_layer_btn = gr.Button("Use this layer", size="sm", interactive=False)
                 with gr.Row():
-                    self.export_btn = gr.Button("Export selected layer", elem_id="export")
+                    self.export_btn = gr.Button("Export selected layer", elem_id="export", interactive=False)
                     self.download = gr.DownloadButton("Download zip", interactive=False, elem_id="download")
-                    self.eval_btn = gr.Button("Evaluate", elem_id="evaluate")
+                    self.eval_btn = gr.Button("Evaluate", elem_id="evaluate", interactive=False)
                 self.export_info = gr.Markdown("")
         self.timer = gr.Timer(POLL_S)
 
@@ -205,6 +211,44 @@ class Page:
                 self.scrub: gr.Slider(minimum=1, maximum=2, value=1, interactive=False), self.scrub_img: None,
                 self.scrub_info: "", self.cursor: None}
 
+    # Unset fields are shown as the form's own "default" values (the engine resolves them at start).
+    _FORM_UNSET = {"generator": "", "steps_per_space": 0, "lr_w": 0, "lr_f": 0, "selection": ""}
+
+    def _form_of(self, job) -> dict:
+        """{component: value} of the settings `job` was started with (fields it does not record: left out)."""
+        if isinstance(getattr(job, "config", None), RunConfig):
+            config = asdict(job.config)
+        else:
+            config = browse.read_meta(job.run_dir).get("config") or {}
+        out = {}
+        for name, comp in self.form.items():
+            if name in config:
+                value = config[name]
+                out[comp] = self._FORM_UNSET.get(name, value) if value is None else value
+        return out
+
+    def _form_lock(self, locked: bool, values: dict | None = None) -> dict:
+        """While the run on screen goes on, the form shows its settings read-only (New run frees it);
+        `values` {component: value} are shown in it."""
+        values = values or {}
+        return {c: gr.update(interactive=not locked, **({"value": values[c]} if c in values else {}))
+                for c in [*self.form.values(), self.start_btn, self.compare_btn]} | {self.new_btn: gr.update(visible=locked)}
+
+    def _controls(self, snaps: list) -> dict:
+        """Buttons enabled only when they apply to the runs on screen."""
+        states = [s.state for s in snaps]
+        live = [s for s in snaps if s.source == "live"]
+        first_done = bool(snaps and snaps[0].spaces)
+        return {
+            self.pause_btn: gr.update(interactive=any(s.state in ("running",) for s in live)),
+            self.resume_btn: gr.update(interactive=any(s.state in ("paused", "pausing", "suspended") for s in live)),
+            self.step_btn: gr.update(interactive=any(s.state == "paused" for s in live)),
+            self.stop_btn: gr.update(interactive=any(s.state not in TERMINAL and s.state != "stopping" for s in live)),
+            self.export_btn: gr.update(interactive=first_done),
+            self.use_layer_btn: gr.update(interactive=first_done),
+            self.eval_btn: gr.update(interactive=any(st in TERMINAL for st in states) and first_done),
+        }
+
     def _folders_update(self, browser: dict):
         """Newest first, each with its method, objective, IPC, state and date."""
         names = self.registry.folders(self._owner(browser))
@@ -243,9 +287,10 @@ class Page:
             ids = self.registry.start_together([values | ({"method": m} if m else {}) for m in methods],
                                                self._owner(browser), evaluate=bool(data[self.form["evaluate"]]))
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
-            return {self.status: f"**Could not start:** {self._form_message(exc)}", self.browser: browser}
+            return {self.notice: f"**Could not start:** {self._form_message(exc)}", self.browser: browser}
         browser["watch"] = ids
         return self._cleared() | {self.browser: browser, self.watch: ids, self.seen: {}, self.status: "Starting…",
+                self.notice: "",
                 self.runs: self._runs_update(browser, ids[0]), self.grid_a: None,
                 self.grid_b: gr.Image(None, visible=len(ids) > 1),
                 self.download: gr.DownloadButton(interactive=False), self.export_info: "", self.scores: ""}
@@ -266,13 +311,13 @@ class Page:
 
     def on_open_folder(self, browser: dict, name: str | None) -> dict:
         if not name:
-            return {self.status: "Pick a run folder first."}
+            return {self.notice: "Pick a run folder first."}
         try:
             run_id = self.registry.open_folder(name, self._owner(browser))
         except Exception as exc:  # noqa: BLE001 - one sentence on the page
-            return {self.status: f"**Could not open:** {self._message(exc)}"}
+            return {self.notice: f"**Could not open:** {self._message(exc)}"}
         browser = dict(browser) | {"watch": [run_id]}
-        return self._cleared() | {self.browser: browser, self.watch: [run_id], self.seen: {},
+        return self._cleared() | {self.browser: browser, self.watch: [run_id], self.seen: {}, self.notice: "",
                                   self.runs: self._runs_update(browser, run_id), self.grid_b: gr.Image(None, visible=False)}
 
     def on_refresh(self, browser: dict) -> dict:
@@ -303,6 +348,17 @@ class Page:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
         snaps = [public_snapshot(j.snapshot, self.registry.runs_dir) for j in jobs]
+        controls = self._controls(snaps)
+        controls_sig = [[u.get("interactive") for u in controls.values()]]
+        if seen.get("controls") != controls_sig:
+            out |= controls
+            seen["controls"] = controls_sig
+        active = any(s.state not in TERMINAL for s in snaps)
+        form_sig = [snaps[0].run_id, active]
+        if seen.get("form") != form_sig:
+            fresh = (seen.get("form") or [None])[0] != snaps[0].run_id
+            out |= self._form_lock(active, self._form_of(jobs[0]) if fresh else None)
+            seen["form"] = form_sig
         notes = []
         for job, comp, key in zip(jobs, (self.grid_a, self.grid_b), ("a", "b")):
             sig = [job.run_id, job.snapshot.preview_version, show_cam]
@@ -388,6 +444,13 @@ class Page:
             out[view.index] = self._cam_cache[key]
         return out
 
+    def on_new_run(self, browser: dict) -> dict:
+        """Leave the run on screen (it goes on; "Your runs" brings it back) and free the form."""
+        browser = dict(browser) | {"watch": []}
+        return self._cleared() | self._form_lock(False) | self._controls([]) | {
+            self.browser: browser, self.watch: [], self.seen: {}, self.status: "Set up a run and press **Start**.",
+            self.grid_a: None, self.grid_b: gr.Image(None, visible=False), self.scores: "", self.export_info: ""}
+
     def on_scrub(self, browser: dict, watch: list[str], index: float) -> dict:
         """`index` as the scrubber shows it, 1-based over the run's saved previews."""
         jobs = self._jobs(browser, watch)
@@ -465,11 +528,18 @@ class Page:
                                   f"`{runs.name}/{where}` on the server.",
                 self.download: gr.DownloadButton(value=str(copy), interactive=True)}
 
+    def _lockable(self) -> list:
+        return [*self.form.values(), self.start_btn, self.compare_btn, self.new_btn]
+
+    def _buttons(self) -> list:
+        return [self.pause_btn, self.resume_btn, self.step_btn, self.stop_btn, self.export_btn, self.use_layer_btn,
+                self.eval_btn]
+
     # ------------------------------------------------------------ wiring
     def wire(self, demo: gr.Blocks) -> None:
         ids = [self.browser, self.watch]
         form = set(self.form.values()) | {self.browser}
-        started = [self.browser, self.watch, self.seen, self.status, self.runs, self.grid_a, self.grid_b,
+        started = [self.browser, self.watch, self.seen, self.status, self.notice, self.runs, self.grid_a, self.grid_b,
                    self.download, self.export_info, self.scores] + self._panels()
         private = dict(api_visibility="private")
         demo.load(self.on_load, [self.browser], [self.browser, self.watch, self.seen, self.runs, self.folders],
@@ -479,15 +549,20 @@ class Page:
         self.runs.input(self.on_pick_run, [self.browser, self.runs],
                         [self.browser, self.watch, self.seen, self.grid_b] + self._panels(), **private)
         self.open_btn.click(self.on_open_folder, [self.browser, self.folders],
-                            [self.browser, self.watch, self.seen, self.runs, self.grid_b, self.status] + self._panels(),
+                            [self.browser, self.watch, self.seen, self.runs, self.grid_b, self.status, self.notice]
+                            + self._panels(),
                             **private)
+        self.new_btn.click(self.on_new_run, [self.browser],
+                           [self.browser, self.watch, self.seen, self.status, self.grid_a, self.grid_b, self.scores,
+                            self.export_info, *self._lockable(), *self._buttons()] + self._panels(), **private)
         self.refresh_btn.click(self.on_refresh, [self.browser], [self.folders], **private)
         for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
         self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
-                         self.layer_info, self.journey, self.scores, self.scrub, self.seen],
+                         self.layer_info, self.journey, self.scores, self.scrub, self.seen, *self._lockable(),
+                         *self._buttons()],
                         concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)

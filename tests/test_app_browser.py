@@ -84,11 +84,14 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
                 data_root=str(root), evaluation=EvalSettings(models=("convnet", "alexnet"), epochs=2)) as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1300})
         page = open_page(context, url)
+        # Nothing on screen: the run controls do not apply yet.
+        for name in ("Pause", "Resume", "Step", "Stop", "Evaluate"):
+            expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
         # A bad config comes back as one clear line on the page.
         set_number(page, "ipc", 0)
         page.get_by_role("button", name="Start", exact=True).click()
         # ... in the form's own words, not the CLI flag's.
-        expect(page.locator("#status")).to_contain_text("Could not start: Images per class must be at least 1",
+        expect(page.locator("#notice")).to_contain_text("Could not start: Images per class must be at least 1",
                                                         timeout=30_000)
         set_number(page, "ipc", 1)
         configure_small(page, steps=10, batch_real=8)  # 50 steps: long enough to pause it mid-way, short enough
@@ -101,9 +104,15 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         expect(page.locator("#chart img, #chart svg, #chart canvas").first).to_be_visible(timeout=30_000)
         expect(page.locator("#status")).to_contain_text(re.compile(r"layer \d+ of 5"))
         run_id = re.search(r"\d{8}-\d{6}-hpd-[0-9a-f]{6}", page.locator("#status").inner_text()).group(0)
-        # A refresh and a second tab reattach to the same run (BrowserState holds the token and run ids).
+        expect(page.get_by_role("button", name="Pause", exact=True)).to_be_disabled()   # it is paused
+        expect(page.get_by_role("button", name="Resume", exact=True)).to_be_enabled()
+        # A refresh and a second tab reattach to the same run (BrowserState holds the token and run ids),
+        # and the form shows that run's settings, read-only while it goes on.
         page.reload()
         expect(page.locator("#status")).to_contain_text(run_id, timeout=30_000)
+        expect(page.locator("#cfg-steps_per_space input")).to_have_value("10", timeout=10_000)
+        expect(page.locator("#cfg-steps_per_space input")).to_be_disabled()
+        expect(page.get_by_role("button", name="Start", exact=True)).to_be_disabled()
         second = context.new_page()
         second.goto(url)
         expect(second.locator("#status")).to_contain_text(run_id, timeout=30_000)
@@ -111,6 +120,10 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         # With two pages polling, runs here have stepped as slowly as 0.2 steps/s (session 6; not yet
         # explained, noted on issue 15): the wait covers 50 steps at that pace.
         expect(page.locator("#status")).to_contain_text("finished", timeout=300_000)
+        expect(page.locator("#cfg-steps_per_space input")).to_be_enabled(timeout=10_000)  # over: free again
+        for name in ("Pause", "Resume", "Step", "Stop"):
+            expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+        expect(page.get_by_role("button", name="Evaluate", exact=True)).to_be_enabled()
         assert json.loads((tmp_path / "runs" / run_id / "run.json").read_text())["config"]["selection"] == "last"
         # Another user (a fresh browser profile) sees none of it.
         stranger = open_page(browser.new_context(), url)
