@@ -173,9 +173,15 @@ def test_default_page_on_real_data_and_screenshot(browser, tmp_path, request):
         page.wait_for_timeout(2500)  # the chart redraw is throttled to 2 s
         shot = tmp_path / "screenshot.png"
         page.screenshot(path=str(shot), full_page=True)
+        strip = tmp_path / "journey.png"
+        if have_assets:  # the strip of the H-PD run (a Pixel run has one layer)
+            expect(page.locator("#journey img")).to_be_visible(timeout=10_000)
+            page.locator("#journey").screenshot(path=str(strip))
     assert shot.stat().st_size > 10_000
     if request.config.getoption("--update-screenshots"):
         shutil.copyfile(shot, REPO / "docs" / "screenshot.png")
+        if strip.is_file():
+            shutil.copyfile(strip, REPO / "docs" / "journey.png")
 
 
 def test_pause_shows_pausing_until_the_step_in_flight_ends(browser, tmp_path):
