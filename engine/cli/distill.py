@@ -1,16 +1,24 @@
-"""`python -m engine distill`: H-PD, GLaD or Pixel distillation into a run folder, resumable."""
+"""`python -m engine distill`: H-PD, GLaD or Pixel distillation into a run folder, resumable.
+
+Under `torchrun --nproc-per-node N -m engine distill ...` every process runs this command; they share the
+classes (engine/distributed.py) and rank 0 alone prints progress and writes the folder.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, asdict, fields
+import os
+from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
+from .. import distributed
 from ..data import DatasetError
 from ..run import Run, RunConfig, RunController, SpaceEndEvent, StepEvent
 from ..run.config import field_help
+from ..run.context import check_distributable
 from ..run.limits import check_device
 from .common import UserError, add_common, apply_threads, fail, resolve_device
 
@@ -65,24 +73,43 @@ def _parser_type(f):
 
 
 def run(args: argparse.Namespace) -> int:
+    dist = distributed.Distributed()
+    first = int(os.environ.get("RANK", "0")) == 0  # before the group exists: torchrun's rank, else 0
     try:
         apply_threads(args.threads)
         config, run_dir = _config_and_dir(args)
+        config = _one_gpu_each(config)
         check_device(config.device)  # cuda:7 on a one-GPU machine: refused before anything loads
+        check_distributable(config, distributed.world_size())  # every process refuses alike, none waits
         if _already_done(run_dir, config, args.resume is not None):
-            print(f"{run_dir} already holds this finished run (same config); nothing to do.")
+            if first:
+                print(f"{run_dir} already holds this finished run (same config); nothing to do.")
             return 0
-        run_ = Run(config, run_dir)
+        dist = distributed.from_env(distributed.process_device(torch.device(config.device)))
+        run_ = Run(config, run_dir, dist=dist)
         finished = _drive(run_)
     except (ValueError, DatasetError, UserError) as exc:
-        return fail(str(exc))
+        # Errors met before the processes part ways are every process's: rank 0 says it once.
+        return fail(str(exc)) if first or dist.active else 2
+    finally:
+        dist.close()
     if not finished:
         return 1
     st = run_.state
     s = st.spaces[st.selected_space]
-    print(f"selected space {s.index} ({s.name}, {st.selection_reason}); wrote {run_dir}/synthetic.pt, images/, "
-          f"grid.png, run.json")
+    if dist.writes:
+        print(f"selected space {s.index} ({s.name}, {st.selection_reason}); wrote {run_dir}/synthetic.pt, images/, "
+              f"grid.png, run.json")
     return 0
+
+
+def _one_gpu_each(config: RunConfig) -> RunConfig:
+    """Several CUDA processes take one GPU each (LOCAL_RANK, made the current device by from_env); the
+    config says plain "cuda", the same in every process and in run.json (which a resume on any number of
+    processes reads)."""
+    if torch.device(config.device).type == "cuda" and distributed.world_size() > 1:
+        return replace(config, device="cuda")
+    return config
 
 
 def _config_and_dir(args: argparse.Namespace) -> tuple[RunConfig, Path]:
@@ -145,7 +172,8 @@ def _drive(run_: Run) -> bool:
                        f"{event.best_step}, distance {_fmt(event.best_distance)}{acc}")
 
     run_.prepare()
-    run_.bus.subscribe(on_event)
+    if run_.dist.writes:  # one progress bar, rank 0's
+        run_.bus.subscribe(on_event)
     controller = RunController(run_)
     controller.start()
     controller.wait()

@@ -11,6 +11,7 @@ from torch import nn
 from .. import augment
 from ..augment import DSAParams
 from ..data import RealSampler
+from ..distributed import Shard
 from ..streams import Streams
 
 
@@ -25,6 +26,10 @@ class MatchContext:
 
     `teacher` is a frozen classifier the run was handed (Run(..., classifier=...)); objectives that need
     one (SRe²L) use it before loading their own from the config's classifier spec. None: not given.
+
+    `shard`: the images this process holds when a run is spread over processes (engine/distributed.py);
+    None: all of them. A class held elsewhere still makes its draws (`skip_class`), so every stream is in
+    the same state on every rank and each class sees the draws it would see in one process.
     """
 
     real: RealSampler
@@ -33,6 +38,7 @@ class MatchContext:
     dsa: DSAParams | None
     batch_real: int = 256
     teacher: nn.Module | None = None
+    shard: Shard | None = None
 
     @property
     def device(self) -> torch.device:
@@ -53,6 +59,16 @@ class MatchContext:
     def order_stream(self) -> torch.Generator:
         return self.streams["order"]
 
+    def holds(self, c: int) -> bool:
+        return self.shard is None or self.shard.holds(c)
+
+    def skip_class(self, c: int) -> None:
+        """The draws class_pairs makes for class `c`, without loading or augmenting any image."""
+        self.real.indices(c, self.batch_real)
+        if self.dsa is not None:  # a siamese draw is one parameter set whatever the batch size
+            side = self.real.info.resolution
+            augment.sample(self.dsa, 1, side, side, self.dsa_stream, siamese=True)
+
 
 def class_slices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     """Indices of each class in a synthetic label vector (classes may be absent only in tests)."""
@@ -62,6 +78,9 @@ def class_slices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
 def class_pairs(syn: torch.Tensor, labels: torch.Tensor, ctx: MatchContext):
     """(class, real batch, synthetic images) per class present, siamese-augmented when ctx.dsa is set."""
     for c, idx in enumerate(class_slices(labels, ctx.num_classes)):
+        if not ctx.holds(c):
+            ctx.skip_class(c)
+            continue
         if len(idx) == 0:
             continue
         real_c, syn_c = ctx.real.sample(c, ctx.batch_real), syn[idx]

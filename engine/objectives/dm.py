@@ -66,4 +66,5 @@ register(ObjectiveSpec(
     latent_lr=(0.01, 10.0),  # (W+, f): paper Tables 19-21 (dd_methods_facts.md 1.4)
     pixel_lr=1.0,  # the reference code's pixel rate
     steps_per_space=20,  # the paper's steps per optimisation space
+    class_group=1,  # a sum over classes: any class can be on any process
     build=build_dm, options=lambda config: {}))

@@ -53,6 +53,10 @@ class ObjectiveSpec:
     # How pixels are optimised (the Pixel method, a GAN run's last space); None: the engine's SGD with the
     # run's momentum, as every latent space. Latent spaces always use SGD.
     pixel_optimizer: PixelAdam | None = None
+    # How many consecutive classes the loss couples, so a run on several processes (torchrun) keeps them in
+    # one: 1 when the loss is a sum of per-class terms (DM), SRe²L's BatchNorm batch of classes. None: the
+    # objective shares more than scalars between classes (a trained network, an expert) and is not sharded yet.
+    class_group: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower() or " " in self.name:
@@ -61,6 +65,8 @@ class ObjectiveSpec:
             raise ValueError(f"objective {self.name!r}: latent_lr must be two positive rates and pixel_lr positive")
         if self.steps_per_space < 1:
             raise ValueError(f"objective {self.name!r}: steps_per_space must be at least 1, got {self.steps_per_space}")
+        if self.class_group is not None and self.class_group < 1:
+            raise ValueError(f"objective {self.name!r}: class_group must be at least 1, got {self.class_group}")
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}

@@ -242,10 +242,15 @@ class SRe2LObjective:
         info, p = self.ctx.real.info, self.params
         grad = torch.zeros_like(syn)
         total = ce_sum = bn_sum = 0.0
-        for index in recover_batches(labels, p.batch_size):
-            index = index.to(syn.device)
-            leaf = syn[index].detach().requires_grad_(True)
+        shard = self.ctx.shard
+        # On several processes the batches are the whole set's; every batch draws its augmentation, held
+        # here or not, so each batch's draw is the one it gets in a single process.
+        for index in recover_batches(labels if shard is None else shard.labels, p.batch_size):
             draw = draw_augmentation(syn.shape[-2], syn.shape[-1], p, self.ctx.dsa_stream)
+            index = index.to(syn.device) if shard is None else shard.local(index.to(syn.device))
+            if index is None:
+                continue
+            leaf = syn[index].detach().requires_grad_(True)
             images = info.to_generator(apply_augmentation(leaf, draw))
             loss, ce, bn = recover_loss(self.teacher, images, labels[index], p.r_bn, p.first_bn_multiplier, self.layers)
             (g,) = torch.autograd.grad(loss, leaf)
@@ -336,4 +341,5 @@ register(ObjectiveSpec(
     # Pixels run SRe²L's own optimiser (sre2l_facts.md section 1; data_synthesis.py:46-53, utils.py:24-70).
     pixel_optimizer=PixelAdam(betas=ADAM_BETAS, eps=ADAM_EPS, rate=pixel_rate),
     steps_per_space=100,  # DC's count, not tuned; SRe²L runs 4,000 Adam iterations (1,000 in its code default)
+    class_group=BATCH_SIZE,  # one BatchNorm batch's classes share their statistics: kept in one process
     build=build_sre2l, options=sre2l_options))

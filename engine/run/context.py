@@ -16,6 +16,7 @@ from ..classifiers import load_classifier
 from ..data import DatasetInfo, ImageSet, RealSampler, dataset_info, holdout_split, load_dataset
 from ..data.imagenet_subsets import imagenet_indices, subsets
 from ..distance import ClassRelevantDistance
+from ..distributed import Distributed, Shard, class_shard
 from ..generators import LayeredGenerator, PixelGenerator, load_generator
 from ..nets import get_network
 from ..provenance import provenance
@@ -58,6 +59,10 @@ class RunContext:
     # The run's classifier as its folder records it ({"spec", "sha256"}, engine/teacher.py): what a
     # soft-label evaluation loads as the teacher. Hashed once here, not at every run.json write.
     teacher: dict = field(default_factory=dict)
+    # The processes of the run (one without torchrun) and this one's images: `labels` and `classes` above
+    # are this process's rows of the whole set, `shard` says which and holds the whole set's.
+    dist: Distributed = field(default_factory=Distributed)
+    shard: Shard | None = None
 
     @property
     def device(self) -> torch.device:
@@ -69,8 +74,11 @@ class RunContext:
 
 
 def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator | None = None,
-                  classifier=None) -> RunContext:
-    """Load everything the config names; `generator`/`classifier` replace what its specs would load."""
+                  classifier=None, dist: Distributed | None = None) -> RunContext:
+    """Load everything the config names; `generator`/`classifier` replace what its specs would load;
+    `dist`: the processes the run is spread over (default: this one alone)."""
+    dist = dist or Distributed()
+    check_distributable(config, dist.world)
     device = torch.device(config.device)
     streams = Streams(config.seed)
     info = dataset_info(config.dataset)
@@ -86,12 +94,23 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
     labels = torch.arange(info.num_classes, device=device).repeat_interleave(config.ipc)
     idx = _class_indices(info, G.num_classes)
     classes = labels if idx is None else torch.tensor(idx, device=device)[labels]
-    distance, note = _distance(config, info, sampler, streams, classifier, device)
+    group = objectives.get_objective(config.objective).class_group
+    shard = class_shard(labels, classes, info.num_classes, group or 1, dist)
+    distance, note = _distance(config, info, sampler, streams, classifier, device, shard)
     return RunContext(config, Path(run_dir), method, info, val, sampler, G, plan,
-                      method.steps_per_space(config, len(G.layers)), labels, classes, distance, note,
-                      _objective(config, info, sampler, streams, device, classifier), streams,
+                      method.steps_per_space(config, len(G.layers)), shard.take(labels), shard.take(classes),
+                      distance, note, _objective(config, info, sampler, streams, device, classifier, shard), streams,
                       provenance(config.device),
-                      teacher_record(None if classifier is not None else config.classifier_spec))
+                      teacher_record(None if classifier is not None else config.classifier_spec), dist, shard)
+
+
+def check_distributable(config: RunConfig, world: int) -> None:
+    """Refuse, before anything loads, an objective whose run cannot be spread over processes yet."""
+    if world == 1 or objectives.get_objective(config.objective).class_group is not None:
+        return
+    ready = [n for n in objectives.objective_names() if objectives.get_objective(n).class_group is not None]
+    raise ValueError(f"--objective {config.objective} does not run on several processes yet; under torchrun use "
+                     f"--objective {' or '.join(ready)}, or run {config.objective} in one process (without torchrun)")
 
 
 def _splits(cfg: RunConfig, streams: Streams) -> tuple[ImageSet, ImageSet | None]:
@@ -122,7 +141,7 @@ def _class_indices(info: DatasetInfo, width: int) -> list[int] | None:
 
 
 def _distance(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: Streams, given,
-              device) -> tuple[ClassRelevantDistance | None, str]:
+              device, shard: Shard) -> tuple[ClassRelevantDistance | None, str]:
     """The class-relevant distance of every run, when the dataset has a proxy. A proxy that the user
     named, or that the selection needs, must load; the dataset's default may be missing (CIFAR-10 has
     none shipped), and then the run goes on without the distance and says why."""
@@ -140,14 +159,19 @@ def _distance(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: 
         proxy = proxy.restricted_to(idx)
     # Its own stream: measuring the distance or not leaves every other draw of the run unchanged.
     real, labels = sampler.sample_all(cfg.distance_real_per_class, streams["distance"])
+    if not shard.whole:  # each process measures its own classes' terms of the sum (loop sums the parts)
+        keep = torch.tensor([shard.holds(int(c)) for c in labels.tolist()], device=labels.device)
+        real, labels = real[keep], labels[keep]
     return ClassRelevantDistance(proxy, info.to_generator(real), labels, info.num_classes), ""
 
 
-def _objective(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: Streams, device, given):
+def _objective(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: Streams, device, given,
+               shard: Shard):
     """`given`: the classifier handed to the run, also the teacher of objectives that need one (SRe²L)."""
     spec = objectives.get_objective(cfg.objective)
     ctx = objectives.MatchContext(
         real=sampler, streams=streams, batch_real=cfg.batch_real, dsa=DSAParams() if spec.uses_dsa else None,
         new_net=lambda seed: get_network(cfg.net, info.channels, info.num_classes, info.resolution,
-                                         seed=seed).to(device), teacher=given)
+                                         seed=seed).to(device), teacher=given,
+        shard=None if shard.whole else shard)
     return objectives.build_for_run(cfg, ctx)

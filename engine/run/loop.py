@@ -5,6 +5,10 @@ space's initial latent (a candidate of its own, paper Alg. 1 line 5); the last s
 its selection (a clone of the latents at the best step), optionally evaluates it on held-out data,
 saves it, and advances the selected latent to the next space's first cut. The distance is measured at
 every step of every run (when the run has one); the selection basis only decides which step is kept.
+
+On several processes (ctx.dist) each holds its classes' latents (ctx.shard): losses and distances are
+sums over classes, so each process computes its part and they are summed; the images are gathered to
+rank 0 for previews and space files, which rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -29,7 +33,12 @@ PREVIEW_EVERY_S = 10.0
 
 
 def initial_latents(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-    ws = ctx.method.init(ctx.config, ctx.G, ctx.classes, ctx.sampler, ctx.streams)
+    # Every process draws the whole set's latents and keeps its rows: a class starts where it starts in
+    # one process, and the "latents" stream ends in the same state everywhere.
+    shard = ctx.shard
+    classes = ctx.classes if shard is None else shard.classes
+    ws = ctx.method.init(ctx.config, ctx.G, classes, ctx.sampler, ctx.streams)
+    ws = ws if shard is None else shard.take(ws)
     with torch.no_grad():
         f = clip(ctx, ctx.G.features(ws, ctx.plan[0].cut))
     return ws.detach().clone(), f.detach().clone()
@@ -85,8 +94,7 @@ def begin_space(ctx: RunContext, st: RunState, emit: Emit) -> None:
     space.distances, space.losses = [], []
     st.best, st.best_loss, st.rendered = None, None, None
     distance = _record_candidate(ctx, st, 0)
-    images = current_images(ctx, st).cpu()
-    preview = save_preview(ctx.run_dir, space.index, 0, images, ctx.info)
+    images, preview = _preview(ctx, st, space.index, 0)
     st.last_preview = time.monotonic()
     emit(SpaceStartEvent(space.index, space.cut, lr_w, lr_f, st.scheme, distance, preview, images))
 
@@ -111,6 +119,20 @@ def current_images(ctx: RunContext, st: RunState) -> torch.Tensor:
     return st.rendered
 
 
+def _whole(ctx: RunContext, t: torch.Tensor) -> torch.Tensor | None:
+    """The whole set's rows of a per-process tensor on rank 0 (None on the others); `t` in one process."""
+    return t if ctx.shard is None else ctx.dist.gather_rows(t, ctx.shard)
+
+
+def _preview(ctx: RunContext, st: RunState, space: int, step: int) -> tuple[torch.Tensor | None, str | None]:
+    """(the whole set's current images on the CPU, the preview's path), written by rank 0 alone."""
+    images = _whole(ctx, current_images(ctx, st))
+    if not ctx.dist.writes:
+        return None, None
+    images = images.cpu()
+    return images, save_preview(ctx.run_dir, space, step, images, ctx.info)
+
+
 def _optimise(ctx: RunContext, st: RunState) -> float:
     obj, labels = ctx.objective, ctx.labels
     render = lambda part: _render(ctx, st, part)
@@ -125,7 +147,7 @@ def _optimise(ctx: RunContext, st: RunState) -> float:
             total += gradient.chunked(render, loss_and_grad, len(labels), ctx.config.sg_chunk)
         st.opt.step(st.step_in_space)
         obj.after_update(lambda: _render_all(ctx, st), labels, update)
-    return total / obj.updates_per_iteration
+    return ctx.dist.sum(total / obj.updates_per_iteration)  # each process's classes' part of the loss
 
 
 def _record_candidate(ctx: RunContext, st: RunState, step_index: int) -> float | None:
@@ -134,6 +156,7 @@ def _record_candidate(ctx: RunContext, st: RunState, step_index: int) -> float |
     distance = None
     if ctx.distance is not None:
         distance = ctx.distance(ctx.info.to_generator(current_images(ctx, st)), ctx.labels)
+        distance = ctx.dist.sum(distance)  # a sum over classes: every process keeps the same step
     space.distances.append(distance)
     space.losses.append(None)
     basis = ctx.config.selection_basis
@@ -151,14 +174,16 @@ def end_space(ctx: RunContext, st: RunState, emit: Emit) -> None:
     ws, f = st.best
     st.ws, st.f = ws.clone(), f.clone()
     st.rendered = None
-    images = current_images(ctx, st)
+    images, ws, f = (_whole(ctx, t) for t in (current_images(ctx, st), ws, f))
     space.best_distance = space.distances[space.best_step]  # the kept latent's, whatever the basis
-    if ctx.config.accuracy_pick:
-        space.accuracy = _accuracy(ctx, images)
-    path = write_space_file(ctx.run_dir, space.index, ws, f, space.cut, images, ctx.labels,
-                            getattr(ctx.objective, "syn_lr", None))
-    emit(SpaceEndEvent(space.index, space.cuts, space.best_step, space.best_distance, space.accuracy,
-                       str(path.relative_to(ctx.run_dir)), images.cpu()))
+    if ctx.config.accuracy_pick:  # rank 0 holds the whole set: it evaluates, every process learns the score
+        space.accuracy = ctx.dist.share(_accuracy(ctx, images) if ctx.dist.writes else None)
+    if ctx.dist.writes:
+        labels = ctx.labels if ctx.shard is None else ctx.shard.labels
+        path = write_space_file(ctx.run_dir, space.index, ws, f, space.cut, images, labels,
+                                getattr(ctx.objective, "syn_lr", None))
+        emit(SpaceEndEvent(space.index, space.cuts, space.best_step, space.best_distance, space.accuracy,
+                           str(path.relative_to(ctx.run_dir)), images.cpu()))
     _advance(ctx, st)
     st.space_index += 1
     st.step_in_space = 0
@@ -188,9 +213,9 @@ def _emit_step(ctx: RunContext, st: RunState, emit: Emit) -> None:
     space = st.spaces[st.space_index]
     preview, images = None, None
     due = st.step_in_space % ctx.config.preview_every == 0 or st.step_in_space == ctx.steps_per_space
-    if due or time.monotonic() - st.last_preview >= PREVIEW_EVERY_S:
+    # Clocks differ between processes and the preview gathers the images (a collective): they agree first.
+    if ctx.dist.any(due or time.monotonic() - st.last_preview >= PREVIEW_EVERY_S):
         st.last_preview = time.monotonic()
-        images = current_images(ctx, st).cpu()
-        preview = save_preview(ctx.run_dir, space.index, st.step_in_space, images, ctx.info)
+        images, preview = _preview(ctx, st, space.index, st.step_in_space)
     emit(StepEvent(space.index, space.cut, st.step_in_space, st.steps_done, space.losses[-2], space.distances[-1],
                    space.best_step, space.lr_w, space.lr_f, st.elapsed_s, preview, images))

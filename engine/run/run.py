@@ -3,6 +3,10 @@
 Run owns the event bus and the folder (lock, run.json, checkpoints, export); the computation itself is
 in loop.py as functions of (context, state). Not thread-safe by itself: drive it from one thread
 (RunController applies commands from other threads between steps).
+
+Under torchrun every process makes its own Run with the same config and folder and a `dist`
+(engine/distributed.py); they step together, and rank 0 alone touches the folder (lock, log, run.json,
+checkpoints, export), so it looks like a one-process run's to whoever follows it.
 """
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from ..distributed import Distributed
 from ..export import write_json
 from ..generators import LayeredGenerator
 from . import gradient, loop
-from .checkpoint import load_checkpoint, save_checkpoint, truncate_events
+from .checkpoint import restore_checkpoint, save_checkpoint, truncate_events
 from .config import RunConfig
 from .context import RunContext, build_context
 from .durable import recover_staged, staged_entries
@@ -28,10 +33,12 @@ from .summary import summary
 
 class Run:
     def __init__(self, config: RunConfig, run_dir: str | Path, *, generator: LayeredGenerator | None = None,
-                 classifier=None, owner: str | None = None):
+                 classifier=None, owner: str | None = None, dist: Distributed | None = None):
         """`generator`/`classifier` replace what the config's specs would load (tests, embedding apps);
-        `owner` (an opaque id, e.g. the studio's hash of a user's token) is recorded in run.json."""
+        `owner` (an opaque id, e.g. the studio's hash of a user's token) is recorded in run.json; `dist`:
+        the processes this run is spread over (default: this one alone)."""
         self.config = config
+        self.dist = dist or Distributed()
         self.run_dir = Path(run_dir)
         self.owner = owner
         self.bus = EventBus()
@@ -53,26 +60,29 @@ class Run:
         """Load data, generator, proxy and objective, and initialise the latents (or restore them). Once."""
         if self.ctx is not None:
             return
-        ctx = build_context(self.config, self.run_dir, *self._given)
+        ctx = build_context(self.config, self.run_dir, *self._given, dist=self.dist)
         st = RunState(spaces=[SpaceRecord(p.index, p.cuts, p.name) for p in ctx.plan])
         st.ws, st.f = loop.initial_latents(ctx)
         st.scheme = gradient.choose_scheme(self.config.sg_batch, ctx.G, ctx.plan[0].cut, len(ctx.labels), ctx.device)
-        # The folder appears only once everything has loaded: bad input leaves nothing behind.
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock.acquire(self.run_dir)
-        with folder_lock(self.run_dir):
-            recover_staged(self.run_dir)  # an export a crash cut short is rolled forward, whole
+        writes = self.dist.writes
+        if writes:
+            # The folder appears only once everything has loaded: bad input leaves nothing behind.
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock.acquire(self.run_dir)
+            with folder_lock(self.run_dir):
+                recover_staged(self.run_dir)  # an export a crash cut short is rolled forward, whole
         log = self.run_dir / "events.jsonl"
         # A resumed run continues from its checkpoint; the interrupted space's events are dropped (it runs
         # again), and a run killed before its first checkpoint starts its log over.
         try:
-            seq = load_checkpoint(ctx, st) if (self.run_dir / "checkpoint.pt").exists() else 0
+            seq = restore_checkpoint(ctx, st)
         except BaseException:
             self.close()  # a damaged checkpoint leaves the folder as it was, and free
             raise
-        truncate_events(log, seq)
         self.bus.restore_seq(seq)
-        self.bus.log_to(log)
+        if writes:
+            truncate_events(log, seq)
+            self.bus.log_to(log)
         self.ctx, self.state = ctx, st
         if seq == 0:
             self.bus.emit(plan_event(ctx))
@@ -100,7 +110,7 @@ class Run:
         if st.space_index != space:  # a space ended: its selection is on disk; checkpoint the run
             if st.finished:
                 self._finish()
-            save_checkpoint(ctx, st, self.bus.seq)
+            save_checkpoint(ctx, st, self.bus.seq)  # every process: it gathers their latents
             self._write_run_json()
         return not st.finished
 
@@ -112,7 +122,8 @@ class Run:
                 self._set_selected(max(scored, key=lambda s: s.accuracy).index, "accuracy")
             else:
                 self._set_selected(len(st.spaces) - 1, "last")
-        self.export(st.selected_space)
+        if self.dist.writes:  # the export reads rank 0's space file
+            self.export(st.selected_space)
 
     # ------------------------------------------------------------ commands
     def check_selectable(self, space: int) -> None:
@@ -174,6 +185,8 @@ class Run:
         return summary(self.ctx, self.state)
 
     def _write_run_json(self) -> None:
+        if not self.dist.writes:
+            return
         data = self.summary()
         if self.owner is not None:
             data["owner"] = self.owner

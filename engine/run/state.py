@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..distributed import Shard
 from .optimizer import SpaceOptimizer
 from .spaces import SpaceRecord
 
@@ -48,7 +49,8 @@ class RunState:
             "selection_reason": self.selection_reason or "",
         }
 
-    def load_state_dict(self, state: dict, device: torch.device) -> None:
+    def load_state_dict(self, state: dict, device: torch.device, shard: Shard | None = None) -> None:
+        """`shard`: this process's rows of the saved whole set (None or whole: all of them)."""
         missing = [k for k in ("space_index", "steps_done", "elapsed_s", "ws", "f", "spaces") if k not in state]
         if missing:
             raise ValueError(f"the run state lacks {', '.join(missing)}")
@@ -58,11 +60,17 @@ class RunState:
                              f"({[list(s.cuts) for s in spaces]} vs {[list(s.cuts) for s in self.spaces]})")
         if not 0 <= state["space_index"] <= len(spaces):
             raise ValueError(f"the saved space index {state['space_index']} is outside 0..{len(spaces)}")
-        if self.ws is not None and state["ws"].shape != self.ws.shape:
-            raise ValueError(f"the saved latents have shape {tuple(state['ws'].shape)}, this run's "
+        ws, f = state["ws"], state["f"]
+        if shard is not None and not shard.whole:
+            if len(ws) != shard.total or len(f) != shard.total:
+                raise ValueError(f"the saved latents hold {len(ws)} images, this run {shard.total} "
+                                 "(another IPC or dataset)")
+            ws, f = shard.take(ws), shard.take(f)
+        if self.ws is not None and ws.shape != self.ws.shape:
+            raise ValueError(f"the saved latents have shape {tuple(ws.shape)}, this run's "
                              f"{tuple(self.ws.shape)} (another IPC or generator)")
         self.space_index, self.steps_done, self.elapsed_s = state["space_index"], state["steps_done"], state["elapsed_s"]
-        self.ws, self.f = state["ws"].to(device), state["f"].to(device)
+        self.ws, self.f = ws.to(device), f.to(device)
         self.spaces = spaces
         selected = state.get("selected_space", -1)
         self.selected_space = None if selected < 0 else selected
