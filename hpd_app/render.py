@@ -219,3 +219,54 @@ def _draw_run(ax, ax_loss, snap: Snapshot) -> None:
              for v in snap.spaces if v.best_distance is not None]
     if marks:
         ax.scatter(*zip(*marks), color=color, marker="v", s=36, zorder=3, label=f"{snap.label} kept minimum")
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (Pearson's on the ranks); None under 3 points or with a constant side."""
+    if len(xs) < 3 or len(xs) != len(ys):
+        return None
+    rx, ry = np.asarray(_ranks(xs)), np.asarray(_ranks(ys))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = float(np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
+    return None if denom == 0 else float((rx * ry).sum() / denom)
+
+
+def distance_vs_accuracy(snap: Snapshot) -> tuple[Figure | None, str]:
+    """Each finished layer's held-out accuracy against its kept distance (layers evaluated on held-out data
+    only), and a line on whether the distance tracked accuracy: Spearman's rho over the layers, where a
+    good proxy gives rho near -1 (a smaller distance, a higher accuracy)."""
+    points = [(v.index, v.best_distance, v.accuracy) for v in sorted(snap.spaces, key=lambda v: v.index)
+              if v.best_distance is not None and v.accuracy is not None]
+    if not points:
+        return None, ""
+    fig = Figure(figsize=(5.0, 3.0), dpi=80)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.17, top=0.95)
+    ax = fig.add_subplot()
+    ax.plot([p[1] for p in points], [100 * p[2] for p in points], color=COLORS.get(snap.method, "black"),
+            marker="o", linestyle="-", linewidth=0.8)
+    for k, d, a in points:
+        ax.annotate(str(k + 1), (d, 100 * a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("kept class-relevant distance")
+    ax.set_ylabel("held-out accuracy, %")
+    rho = spearman([p[1] for p in points], [p[2] for p in points])
+    if rho is None:
+        return fig, f"{len(points)} layer(s) evaluated: a rank correlation needs 3."
+    verdict = ("the distance tracked accuracy" if rho <= -0.5 else
+               "the distance did not track accuracy" if rho >= 0 else "the distance tracked accuracy weakly")
+    return fig, (f"Spearman's ρ between kept distance and held-out accuracy over {len(points)} layers: "
+                 f"**{rho:+.2f}** ({verdict} on this run; −1: a smaller distance always meant a higher accuracy).")

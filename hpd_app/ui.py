@@ -104,6 +104,10 @@ class Page:
                                            interactive=False, visible=False, elem_id="grid-b")
                 self.chart = gr.Plot(label="Distance and loss", format="png", elem_id="chart")
                 self.scores = gr.Markdown("", elem_id="scores")  # the evaluation: beside what it judges
+                with gr.Row():  # only with "Evaluate each layer on held-out data"
+                    self.dist_acc = gr.Plot(label="Held-out accuracy vs kept distance, per layer", format="png",
+                                            visible=False, elem_id="dist-acc")
+                    self.dist_acc_info = gr.Markdown("", elem_id="dist-acc-info")
                 with gr.Accordion("Step scrubber: every saved preview, step by step", open=False):
                     self.scrub = gr.Slider(1, 2, value=1, step=1, label="Saved preview (1 = the first layer's step 0)",
                                            interactive=False, elem_id="scrub")
@@ -392,6 +396,11 @@ class Page:
         if seen.get("scores") != scores:
             out[self.scores], seen["scores"] = scores, scores
         live = snaps[0].state not in TERMINAL
+        acc_sig = [snaps[0].run_id, [(v.index, v.accuracy) for v in snaps[0].spaces]]
+        if seen.get("dist_acc") != acc_sig:
+            fig, line = render.distance_vs_accuracy(snaps[0])
+            out[self.dist_acc], out[self.dist_acc_info] = gr.Plot(fig, visible=fig is not None), line
+            seen["dist_acc"] = acc_sig
         journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs), bool(show_cam),
                        snaps[0].preview_version if live else None]
         if seen.get("journey") != journey_sig:
@@ -561,7 +570,8 @@ class Page:
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
         self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
-                         self.layer_info, self.journey, self.scores, self.scrub, self.seen, *self._lockable(),
+                         self.layer_info, self.journey, self.scores, self.scrub, self.dist_acc, self.dist_acc_info,
+                         self.seen, *self._lockable(),
                          *self._buttons()],
                         concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],

@@ -94,3 +94,16 @@ def test_the_strip_ends_with_the_layer_in_progress_and_can_show_cams():
     y = render.JOURNEY_HEAD + 40
     assert tuple(cams[y, render.JOURNEY_LEFT + render.CELL + 40]) == (255, 0, 0)   # layer 2 shows its CAM
     assert tuple(cams[y, render.JOURNEY_LEFT + 40]) != (255, 0, 0)                 # layer 1 its images
+
+
+def test_distance_vs_accuracy_says_whether_the_distance_tracked_accuracy():
+    assert render.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert render.spearman([1, 2, 3], [1, 3, 2]) == 0.5                   # by hand: ranks (1,2,3) vs (1,3,2)
+    assert abs(render.spearman([1, 2, 2, 3], [1, 2, 3, 4]) - 0.9487) < 1e-4  # ties share their mean rank
+    assert render.spearman([1, 1, 1], [1, 2, 3]) is None and render.spearman([1, 2], [2, 1]) is None
+    views = tuple(SpaceView(k, f"cut{k}", 1, d, a) for k, (d, a) in enumerate([(0.30, 0.60), (0.25, 0.65), (0.20, 0.70)]))
+    fig, line = render.distance_vs_accuracy(Snapshot("r", "hpd", spaces=views))
+    assert fig is not None and "**-1.00** (the distance tracked accuracy" in line
+    worse = tuple(SpaceView(k, f"cut{k}", 1, d, a) for k, (d, a) in enumerate([(0.20, 0.60), (0.25, 0.65), (0.30, 0.70)]))
+    assert "did not track accuracy" in render.distance_vs_accuracy(Snapshot("r", "hpd", spaces=worse))[1]
+    assert render.distance_vs_accuracy(snapshot(2)) == (None, "")        # no held-out accuracy: no chart
