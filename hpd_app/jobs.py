@@ -27,9 +27,10 @@ from engine.run.lock import folder_lock
 from . import browse
 from .bundle import zip_export
 from .previews import journey_gif
+from .processjob import ProcessJob, check_processes
 from .render import journey
 from .cams import CamProvider
-from .configs import Prechecks, parse_config
+from .configs import Prechecks, config_values, parse_config
 from .devicequeue import DeviceQueue
 from .errors import log
 from .evaluation import EvalJob, EvalSettings, EvalStatus, read_result
@@ -336,6 +337,9 @@ class JobRegistry:
         self._closing.set()
         with self._lock:
             live = [j.controller for j in self._jobs.values() if isinstance(j, LiveJob) and j.controller]
+            processes = [j for j in self._jobs.values() if isinstance(j, ProcessJob) and j.active]
+        for job in processes:  # torchrun and its workers are in sessions of their own: they would outlive us
+            job.stop()
         for controller in live:
             controller.stop()
         deadline = time.monotonic() + timeout
@@ -369,12 +373,20 @@ class JobRegistry:
     def start_together(self, configs: list[dict | str], owner: str, evaluate: bool = False) -> list[str]:
         """Runs compared side by side: all validated first (one bad config starts none), then queued as
         one job that takes one device, on which they step in turn and so grow together. `evaluate`: each
-        run's set is evaluated by the studio's suite once it has finished."""
+        run's set is evaluated by the studio's suite once it has finished. A config's `processes` > 1
+        (not a RunConfig field): one run under torchrun in that many processes (ProcessJob)."""
         if not owner:
             raise ValueError("a run needs an owner token")
-        parsed = [parse_config(values, self.components.data_root) for values in configs]
+        values = [dict(config_values(v)) for v in configs]
+        asked = [v.pop("processes", 1) for v in values]
+        processes = asked[0] if len(set(map(repr, asked))) == 1 else None
+        if processes is None:
+            raise ValueError("runs compared together must use the same number of processes")
+        parsed = [parse_config(v, self.components.data_root) for v in values]
         for config in parsed:
             self.prechecks.check(config)
+        if processes != 1:
+            return [self._start_processes(parsed, owner, processes)]
         with self._lock:
             self._check_room(owner, len(parsed))
             turns = Turns() if len(parsed) > 1 else None
@@ -392,9 +404,26 @@ class JobRegistry:
                 self._queue.submit_together(jobs)
         return [j.run_id for j in jobs]
 
+    def _start_processes(self, parsed: list, owner: str, processes: int) -> str:
+        if len(parsed) != 1:
+            raise ValueError("Compare runs each run in one process; set Processes to 1 to compare")
+        config = parsed[0]
+        check_processes(config, processes)
+        if self.components.generator is not None or self.components.classifier is not None:
+            raise ValueError("this server was given its generator and classifier in code, which other processes "
+                             "cannot load; run on one process")
+        with self._lock:
+            self._check_room(owner, 1)
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method}-{secrets.token_hex(3)}"
+            job = ProcessJob(run_id, owner, config, self.runs_dir / run_id, processes, self._queue)
+            self._add(run_id, job)
+            self._queue.submit(job)
+        return run_id
+
     def _check_room(self, owner: str, adding: int) -> None:
         """The caller holds the lock."""
-        mine = sum(1 for j in self._jobs.values() if isinstance(j, LiveJob) and j.owner == owner and j.active)
+        mine = sum(1 for j in self._jobs.values()
+                   if isinstance(j, (LiveJob, ProcessJob)) and j.owner == owner and j.active)
         if mine + adding > self.limits.runs_per_owner:
             more = f" (this asks for {adding} more)" if adding > 1 else ""
             raise ValueError(f"you already have {mine} runs queued, running or paused here{more}, the most one user "
@@ -424,7 +453,7 @@ class JobRegistry:
             return done
         info = dataset_info(browse.read_meta(folder)["config"]["dataset"])
         # A folder opened from disk is evaluated on this server's default device, whatever the CLI run used.
-        device = job.device if isinstance(job, LiveJob) else str(resolve_device(None))
+        device = job.device if isinstance(job, (LiveJob, ProcessJob)) else str(resolve_device(None))
         ejob = EvalJob(folder, device, self.eval_settings.suite(info.resolution), self._queue,
                        self.components.data_root)
         with self._lock:
@@ -560,7 +589,7 @@ class JobRegistry:
             return [rid for rid, job in self._jobs.items() if job.owner == owner]
 
     def queue_position(self, job) -> int | None:
-        return self._queue.position(job) if isinstance(job, LiveJob) else None
+        return self._queue.position(job) if isinstance(job, (LiveJob, ProcessJob)) else None
 
     def folders(self, owner: str) -> list[str]:
         """Folder names this owner may open: theirs and the CLI's (no owner recorded)."""

@@ -72,6 +72,7 @@ class Page:
                     self.form["selection"] = gr.Dropdown(
                         [("default: distance for H-PD, last step otherwise", "")]  # "": the engine's default
                         + [(SELECTION_LABELS[s], s) for s in SELECTIONS], value="", label="Latent kept per layer")
+                    self.form["processes"] = gr.Number(1, label="Processes (torchrun; DM and SRe²L)", precision=0)
                     self.form["evaluate"] = gr.Checkbox(
                         False, label="Evaluate when finished (every network that takes the images; the Compare verdict)")
                 for name, comp in self.form.items():
@@ -224,6 +225,7 @@ class Page:
             config = asdict(job.config)
         else:
             config = browse.read_meta(job.run_dir).get("config") or {}
+        config = config | {"processes": getattr(job, "processes", 1)}
         out = {}
         for name, comp in self.form.items():
             if name in config:
@@ -242,12 +244,14 @@ class Page:
         """Buttons enabled only when they apply to the runs on screen."""
         states = [s.state for s in snaps]
         live = [s for s in snaps if s.source == "live"]
+        computed = [s for s in snaps if s.source in ("live", "process")]  # Stop ends torchrun runs too
         first_done = bool(snaps and snaps[0].spaces)
         return {
             self.pause_btn: gr.update(interactive=any(s.state in ("running",) for s in live)),
             self.resume_btn: gr.update(interactive=any(s.state in ("paused", "pausing", "suspended") for s in live)),
             self.step_btn: gr.update(interactive=any(s.state == "paused" for s in live)),
-            self.stop_btn: gr.update(interactive=any(s.state not in TERMINAL and s.state != "stopping" for s in live)),
+            self.stop_btn: gr.update(interactive=any(s.state not in TERMINAL and s.state != "stopping"
+                                                     for s in computed)),
             self.export_btn: gr.update(interactive=first_done),
             self.use_layer_btn: gr.update(interactive=first_done),
             self.eval_btn: gr.update(interactive=any(st in TERMINAL for st in states) and first_done),
@@ -275,6 +279,9 @@ class Page:
     def _form_values(self, data: dict) -> dict:
         values = {name: data[comp] for name, comp in self.form.items()}
         values.pop("evaluate", None)  # the page's, not the run's: _start_runs reads it
+        if values.get("processes") is None:
+            raise ValueError("Processes must be a whole number")
+        values["processes"] = int(values["processes"])
         if values.get("seed") is None:  # a Number box holding text gives None: never a silent default seed
             raise ValueError("Seed must be a whole number")
         # Empty generator and 0 steps / learning rates mean "the paper's default" (a Number cannot be empty).

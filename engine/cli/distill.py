@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="alias of --lr-f")
     p.add_argument("--out", type=Path, help="run folder to create")
     p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last finished space")
+    p.add_argument("--owner-id", default=None,
+                   help="the owner id recorded in run.json (the studio passes its user's; leave it unset from a shell)")
     add_common(p)
 
 
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{run_dir} already holds this finished run (same config); nothing to do.")
             return 0
         dist = distributed.from_env(distributed.process_device(torch.device(config.device)))
-        run_ = Run(config, run_dir, dist=dist)
+        run_ = Run(config, run_dir, dist=dist, owner=args.owner_id)
         finished = _drive(run_)
     except (ValueError, DatasetError, UserError) as exc:
         # Errors met before the processes part ways are every process's: rank 0 says it once.
