@@ -93,45 +93,55 @@ def _saved_for_backward_gb(G, ws: torch.Tensor, f: torch.Tensor, k: int) -> floa
     return total / 1e9
 
 
-def run_case(case: Case, threads: int) -> dict:
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: time what they did, not their launch
+    return time.perf_counter()
+
+
+def run_case(case: Case, threads: int, device: str = "cpu") -> dict:
     """Measure one case in this process (called in a fresh subprocess)."""
     torch.set_num_threads(threads)
+    device = torch.device(device)
     config = read_checkpoint(FIXTURES / f"{case.config}_format.pkl").config
-    G = random_stylegan_xl(config, torch.Generator().manual_seed(0), ExecutionOptions(memory_saving=case.memory_saving))
+    G = random_stylegan_xl(config, torch.Generator().manual_seed(0),
+                           ExecutionOptions(memory_saving=case.memory_saving)).to(device)
     k = G.pixel_cut // 2
     gen = torch.Generator().manual_seed(1)
-    onehot = torch.eye(G.num_classes)[torch.arange(case.batch) % G.num_classes]
-    ws = G.mapping(torch.randn(case.batch, G.z_dim, generator=gen), onehot)
-    f = 0.5 * torch.randn(case.batch, *G.layers[k].shape, generator=gen)
+    onehot = torch.eye(G.num_classes)[torch.arange(case.batch) % G.num_classes].to(device)
+    ws = G.mapping(torch.randn(case.batch, G.z_dim, generator=gen).to(device), onehot).detach()
+    f = 0.5 * torch.randn(case.batch, *G.layers[k].shape, generator=gen).to(device)
     base = _rss_gb()
     times = {}
-    t0 = time.perf_counter()
+    t0 = _clock(device)
     if case.mode == "forward":
         synthesize_chunked(G, ws, f, k, case.chunk)
-        times["forward_s"] = time.perf_counter() - t0
+        times["forward_s"] = _clock(device) - t0
     elif case.mode == "fwd+bwd":
         ws.requires_grad_(), f.requires_grad_()
         images = G.synthesize(ws, f, k)
-        times["forward_s"] = time.perf_counter() - t0
+        times["forward_s"] = _clock(device) - t0
         images.backward(torch.ones_like(images))
-        times["backward_s"] = time.perf_counter() - t0 - times["forward_s"]
+        times["backward_s"] = _clock(device) - t0 - times["forward_s"]
     elif case.mode == "saved-bytes":
         times["saved_gb"] = _saved_for_backward_gb(G, ws, f, k)
     else:
         ws.requires_grad_(), f.requires_grad_()
         images = synthesize_chunked(G, ws, f, k, case.chunk)
-        times["forward_s"] = time.perf_counter() - t0
+        times["forward_s"] = _clock(device) - t0
         backward_chunked(G, ws, f, k, 2 * images, case.chunk)  # d(sum images^2)/d images
-        times["backward_s"] = time.perf_counter() - t0 - times["forward_s"]
-    total = time.perf_counter() - t0
+        times["backward_s"] = _clock(device) - t0 - times["forward_s"]
+    total = _clock(device) - t0
+    gpu = {"peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)} if device.type == "cuda" else {}
     return {"cut": k, "f_shape": list(G.layers[k].shape), "rss_ready_gb": round(base, 2), "peak_rss_gb": round(_peak_gb(), 2),
+            "device": str(device), **gpu,
             "seconds_per_image": round(total / case.batch, 2), **{key: round(v, 2) for key, v in times.items()}}
 
 
-def _spawn(index: int, threads: int) -> dict:
+def _spawn(index: int, threads: int, device: str = "cpu") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     load_before = os.getloadavg()
-    out = subprocess.run([sys.executable, __file__, "--case", str(index), "--threads", str(threads)],
+    out = subprocess.run([sys.executable, __file__, "--case", str(index), "--threads", str(threads), "--device", device],
                          capture_output=True, text=True, env=env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return {**result, "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
@@ -154,12 +164,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["cifar10", "imagenet128"])
     parser.add_argument("--mode", choices=["forward", "fwd+bwd", "two-pass", "saved-bytes"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (times synchronised; peak GPU memory too)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
-        print(json.dumps({**run_case(CASES[args.case], args.threads), "threads": torch.get_num_threads()}))
+        print(json.dumps({**run_case(CASES[args.case], args.threads, args.device), "threads": torch.get_num_threads()}))
         return
-    print(f"torch {torch.__version__}, CPU, {args.threads} thread(s); uptime: {os.popen('uptime').read().strip()}")
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} thread(s); uptime: {os.popen('uptime').read().strip()}")
     print("| config | cut (f) | mode | filtered lReLU backward | batch / chunk | time (fwd + bwd) | s / image "
           "| RSS ready GB | peak RSS GB | threads | load 1 min (before → after) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -173,7 +184,7 @@ def main() -> None:
                   f"({case.why_estimate}) | | | | | |", flush=True)
             results.append({**asdict(case), "skipped": True})
             continue
-        r = _spawn(index, args.threads)
+        r = _spawn(index, args.threads, args.device)
         print(_row(case, r), flush=True)
         results.append({**asdict(case), **r})
     if args.json:
