@@ -2,8 +2,10 @@
 accuracy, per seed) vs H-PD with the distance and with "last", at equal total steps on Fashion-MNIST with the
 embedded prior, paired over seeds and evaluated on five networks.
 
-Every cell is a run folder under runs/compare/<suite>/ and the compare command skips finished cells and
-resumes killed ones, so the whole script resumes:
+Every cell is a run folder under results/compare/<suite>/ and the compare command skips finished cells
+and resumes killed ones, so the whole script resumes; what a finished cell needs to be skipped (run.json,
+eval.json, synthetic.pt) is kept in git (results/compare/.gitignore drops the rest), so a session on a
+fresh machine continues where the last one committed:
 
     python bench/bench_results.py --suite dm1 --threads 2               # run (or continue) the suite
     python bench/bench_results.py --suite dm1 --print                   # the compare command it runs
@@ -63,7 +65,7 @@ def compare_argv(suite_name: str, args: argparse.Namespace) -> list[str]:
             "--preview-every", "10000", *s.extra,
             "--seeds", args.seeds, "--repeats", str(args.repeats), "--protocol", args.protocol,
             "--epochs", str(args.epochs), "--out", str(args.runs / suite_name), "--cache", str(args.cache),
-            "--threads", str(args.threads), "--device", args.device]
+            "--threads", str(args.threads), "--device", args.device, "--test-precision", args.test_precision]
     if args.models:
         argv += ["--models", args.models]
     if args.scores:
@@ -101,8 +103,11 @@ def main() -> int:
     p.add_argument("--scores", action="store_true", help="add DD-Ranking's LRS/ARS on the backbone")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--runs", type=Path, default=Path("runs/compare"), help="one folder per suite goes here")
-    p.add_argument("--cache", type=Path, default=Path("runs/baselines"), help="baselines shared by every suite")
+    p.add_argument("--runs", type=Path, default=Path("results/compare"), help="one folder per suite goes here")
+    p.add_argument("--cache", type=Path, default=Path("results/compare/baselines"),
+                   help="baselines shared by every suite")
+    p.add_argument("--test-precision", default="fp32", choices=("fp32", "bf16"),
+                   help="the evaluation's test passes (BENCHMARKS.md: bf16 moved a network's accuracy by <= 0.11 points)")
     p.add_argument("--print", action="store_true", help="print the compare command and exit")
     p.add_argument("--compare-table", action="store_true", help="print the suite's compare.md and exit")
     p.add_argument("--table", action="store_true", help="print the old per-seed table from --results and exit")

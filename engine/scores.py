@@ -196,7 +196,7 @@ def random_real_baseline(train: ImageSet, test: PreparedTest, model: str, protoc
             base = done
             net = train_network(images, labels, train.info, model, proto, seeds[k], device,
                                 (lambda e, b=base: progress(b + e, total)) if progress else None, teacher=teacher)
-            accs[name].append(accuracy(net, test.x, test.y, proto.batch_test))
+            accs[name].append(accuracy(net, test.x, test.y, proto.batch_test, proto.test_precision))
             done += proto.epochs
     result = {"aug": _stats(accs["aug"]), "no_aug": _stats(accs["no_aug"]), "seeds": seeds, "subsets": subsets,
               "wall_s": time.perf_counter() - start, "provenance": provenance(device)}

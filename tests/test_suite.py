@@ -160,3 +160,31 @@ def test_export_writes_lr_pt_only_for_a_learned_rate(run_dir, tmp_path):
     assert torch.load(folder / "synthetic.pt", weights_only=True)["syn_lr"] == pytest.approx(0.02)
     export_files(folder, saved, info, {})  # another space, no learned rate: no stale lr.pt
     assert not (folder / "lr.pt").exists() and (folder / "images.pt").exists()
+
+
+def test_test_precision_is_validated_recorded_and_honoured(run_dir, tmp_path):
+    from engine.evaluate import accuracy, train_network
+    from engine.nets import get_network
+    with pytest.raises(ValueError, match="--test-precision must be one of fp32, bf16"):
+        get_protocol("glad", 1, "fp16")
+    assert "test_precision" not in get_protocol("glad", 1).to_json()  # fp32: the key of earlier results
+    assert get_protocol("glad", 1, "bf16").to_json()["test_precision"] == "bf16"
+    # Honoured: the same network tested both ways agrees closely, and a bf16 pass really ran in bf16.
+    info = dataset_info("fashion-mnist")
+    net = get_network("convnet", 1, 10, 32, seed=0).eval()
+    x, y = torch.randn(64, 1, 32, 32), torch.randint(0, 10, (64,))
+    seen = []
+    hook = net.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    a32, a16 = accuracy(net, x, y, 32, "fp32"), accuracy(net, x, y, 32, "bf16")
+    hook.remove()
+    assert seen == [torch.float32] * 2 + [torch.bfloat16] * 2
+    assert abs(a32 - a16) <= 2 / 64
+    # Recorded: eval.json's protocol says bf16, and an fp32 evaluation of the same set is a different result.
+    folder = _copy_run(run_dir, tmp_path / "p")
+    res = engine_cli("evaluate", str(folder), "--model", "convnet", "--repeats", "1", "--epochs", "1",
+                     "--test-precision", "bf16", "--threads", "1")
+    assert res.returncode == 0, res.stderr
+    ev = json.loads((folder / "eval.json").read_text())
+    assert ev["protocol"]["test_precision"] == "bf16" and ev["key"]["protocol"]["test_precision"] == "bf16"
+    bad = engine_cli("evaluate", str(folder), "--model", "convnet", "--test-precision", "half")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -26,6 +26,9 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="networks per model (mean ± std over them)")
     p.add_argument("--protocol", default="glad", help=f"training recipe: {', '.join(PROTOCOLS)} (see README)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the protocol's, 1000)")
+    p.add_argument("--test-precision", choices=("fp32", "bf16"), default=None,
+                   help="arithmetic of the test passes (default fp32; bf16: autocast, ~3x faster on CPUs with "
+                        "AVX-512 bf16, accuracy within 0.1 points: BENCHMARKS.md); training stays fp32")
     p.add_argument("--teacher", default=None,
                    help="classifier spec of the sre2l protocol's teacher (default: the one the run's folder records, "
                         "its --classifier)")
@@ -60,7 +63,8 @@ def suite_spec(args: argparse.Namespace, resolution: int, backbone: str) -> Suit
         scored = resolve_models(split_list(args.score_models, "--score-models"), resolution)
     else:
         scored = (backbone,) if backbone in models else models[:1]
-    return SuiteSpec(models, get_protocol(args.protocol, args.epochs), args.repeats, getattr(args, "seed", None),
+    protocol = get_protocol(args.protocol, args.epochs, getattr(args, "test_precision", None))
+    return SuiteSpec(models, protocol, args.repeats, getattr(args, "seed", None),
                      scored if args.scores else (), args.whole_epochs, args.whole_repeats, args.teacher)
 
 
