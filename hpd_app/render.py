@@ -2,6 +2,7 @@
 Pure functions of their inputs, in memory (PIL, numpy, matplotlib's OO API on Agg; no pyplot state)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -16,27 +17,60 @@ HEADER = BAND + 16  # the band, then a line of class names: no label is ever cov
 COLORS = {"hpd": "#d62728", "glad": "#1f77b4", "pixel": "#2ca02c"}
 
 
-def _font() -> ImageFont.ImageFont:
+def _font(size: int = 11) -> ImageFont.ImageFont:
     try:
-        return ImageFont.load_default(size=11)
+        return ImageFont.load_default(size=size)
     except TypeError:  # Pillow built without FreeType: the bitmap font takes no size
         return ImageFont.load_default()
 
 
-def grid(images: Sequence[np.ndarray] | np.ndarray, class_names: Sequence[str], ipc: int) -> Image.Image:
-    """Columns are classes (named on top), rows the images per class; images are class-major uint8 HxWxC."""
+@dataclass(frozen=True)
+class Layout:
+    """The sizes of a grid or strip drawn `cell` px per image. A zoomed picture is shrunk back to its
+    column by the page (it is shown full size in the full-screen view), so the band, the labels and the
+    class-name column grow with the cell: at any zoom nothing covers a label and the text stays readable."""
+    cell: int = 96
+
+    def _px(self, base: int) -> int:
+        return round(base * self.cell / CELL)
+
+    @property
+    def band(self) -> int:
+        return self._px(BAND)
+
+    @property
+    def header(self) -> int:
+        return self._px(HEADER)
+
+    @property
+    def left(self) -> int:
+        return self._px(JOURNEY_LEFT)
+
+    @property
+    def head(self) -> int:
+        return self._px(JOURNEY_HEAD)
+
+    def font(self) -> ImageFont.ImageFont:
+        return _font(self._px(11))
+
+
+def grid(images: Sequence[np.ndarray] | np.ndarray, class_names: Sequence[str], ipc: int,
+         cell: int = CELL) -> Image.Image:
+    """Columns are classes (named on top), rows the images per class; images are class-major uint8 HxWxC,
+    each drawn `cell` px wide (the page's zoom)."""
     n_classes = max(1, len(class_names))
     rows = max(1, ipc)
-    canvas = Image.new("RGB", (n_classes * CELL, HEADER + rows * CELL), "white")
-    draw, font = ImageDraw.Draw(canvas), _font()
+    lay = Layout(cell)
+    canvas = Image.new("RGB", (n_classes * cell, lay.header + rows * cell), "white")
+    draw, font = ImageDraw.Draw(canvas), lay.font()
     for c, name in enumerate(class_names):
-        draw.text((c * CELL + 2, BAND + 2), name[:15], fill="black", font=font)
+        draw.text((c * cell + 2, lay.band + 2), name[:15], fill="black", font=font)
     for i, img in enumerate(images):
         arr = np.asarray(img)
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
-        tile = Image.fromarray(arr).convert("RGB").resize((CELL - 2, CELL - 2), Image.NEAREST)
-        canvas.paste(tile, ((i // rows) * CELL + 1, HEADER + (i % rows) * CELL + 1))
+        tile = Image.fromarray(arr).convert("RGB").resize((cell - 2, cell - 2), Image.NEAREST)
+        canvas.paste(tile, ((i // rows) * cell + 1, lay.header + (i % rows) * cell + 1))
     return canvas
 
 
@@ -73,7 +107,7 @@ def _journey_columns(snap: Snapshot, diffs: bool, overlays) -> list[tuple[str, s
     return cols
 
 
-def journey(snap: Snapshot, diffs: bool = False, overlays: dict | None = None) -> Image.Image | None:
+def journey(snap: Snapshot, diffs: bool = False, overlays: dict | None = None, cell: int = CELL) -> Image.Image | None:
     """The whole journey at once: a column per finished layer (pixel space last) and, while the run goes
     on, the current layer's latest preview; a row per class (its first image); the selected layer framed.
     `diffs` shows |layer k - layer k-1| (brightened) instead; `overlays` {space: CAM overlay images}
@@ -82,30 +116,33 @@ def journey(snap: Snapshot, diffs: bool = False, overlays: dict | None = None) -
     if not cols or not snap.class_names:
         return None
     n_classes, ipc = len(snap.class_names), max(1, snap.ipc)
-    canvas = Image.new("RGB", (JOURNEY_LEFT + len(cols) * CELL, JOURNEY_HEAD + n_classes * CELL), "white")
-    draw, font = ImageDraw.Draw(canvas), _font()
+    lay = Layout(cell)
+    left, head = lay.left, lay.head
+    canvas = Image.new("RGB", (left + len(cols) * cell, head + n_classes * cell), "white")
+    draw, font = ImageDraw.Draw(canvas), lay.font()
     for c, name in enumerate(snap.class_names):
-        draw.text((2, JOURNEY_HEAD + c * CELL + CELL // 2 - 6), name[:14], fill="black", font=font)
+        draw.text((2, head + c * cell + cell // 2 - lay._px(6)), name[:14], fill="black", font=font)
     for col, (title, subtitle, images, framed) in enumerate(cols):
-        x = JOURNEY_LEFT + col * CELL
-        draw.text((x + 2, BAND + 1), title[:15], fill="black", font=font)
-        draw.text((x + 2, BAND + 15), subtitle, fill="#555555", font=font)
+        x = left + col * cell
+        draw.text((x + 2, lay.band + 1), title[:15], fill="black", font=font)
+        draw.text((x + 2, lay.band + lay._px(15)), subtitle, fill="#555555", font=font)
         for c in range(min(n_classes, len(images) // ipc)):
             arr = images[c * ipc]
             arr = arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
-            tile = Image.fromarray(arr).convert("RGB").resize((CELL - 2, CELL - 2), Image.NEAREST)
-            canvas.paste(tile, (x + 1, JOURNEY_HEAD + c * CELL + 1))
+            tile = Image.fromarray(arr).convert("RGB").resize((cell - 2, cell - 2), Image.NEAREST)
+            canvas.paste(tile, (x + 1, head + c * cell + 1))
         if framed:
-            draw.rectangle([x, JOURNEY_HEAD, x + CELL - 1, JOURNEY_HEAD + n_classes * CELL - 1], outline="#d62728", width=3)
+            draw.rectangle([x, head, x + cell - 1, head + n_classes * cell - 1], outline="#d62728", width=lay._px(3))
     return canvas
 
 
-def journey_column(snap: Snapshot, x: int) -> int | None:
+def journey_column(snap: Snapshot, x: int, cell: int = CELL) -> int | None:
     """The layer (space index) of the strip's finished column at image x; None left of the columns and
     on the column of the layer in progress."""
     views = [v for v in sorted(snap.spaces, key=lambda v: v.index) if v.images is not None]
-    col = (x - JOURNEY_LEFT) // CELL
-    return views[col].index if x >= JOURNEY_LEFT and 0 <= col < len(views) else None
+    left = Layout(cell).left
+    col = (x - left) // cell
+    return views[col].index if x >= left and 0 <= col < len(views) else None
 
 
 PREVIEW_PAD = 2  # engine/run/export.py saves previews with torchvision's make_grid, padding 2

@@ -97,6 +97,8 @@ class Page:
                     self.resume_btn = gr.Button("Resume", size="sm", interactive=False)
                     self.step_btn = gr.Button("Step", size="sm", interactive=False)
                     self.stop_btn = gr.Button("Stop", size="sm", variant="stop", interactive=False)
+                    self.zoom = gr.Radio([("96 px", 96), ("192 px", 192), ("288 px", 288)], value=render.CELL,
+                                         label="Image size (zoom)", elem_id="zoom")
                     self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps (grid and strip)", elem_id="show-cam")
                 with gr.Column():  # stacked, not side by side: each grid keeps the column's full width
                     self.grid_a = gr.Image(None, label="Synthetic images", type="pil", format="png",
@@ -168,25 +170,25 @@ class Page:
                 continue
         return out
 
-    def _cam_grid(self, job, key, snap):
+    def _cam_grid(self, job, key, snap, cell: int = render.CELL):
         entry = job.cam_input(key)
         if entry is None:
             return None, "no images yet"
         try:
-            return render.grid(self.registry.cams.overlays(*entry), snap.class_names, snap.ipc), ""
+            return render.grid(self.registry.cams.overlays(*entry), snap.class_names, snap.ipc, cell), ""
         except ValueError as exc:
             return None, f"CAM unavailable: {exc}"
 
-    def _grid(self, job, show_cam: bool):
+    def _grid(self, job, show_cam: bool, cell: int = render.CELL):
         snap = job.snapshot
         if snap.preview is None:
             return None, ""
         if show_cam:
-            image, note = self._cam_grid(job, "preview", snap)
+            image, note = self._cam_grid(job, "preview", snap, cell)
             if image is not None:
                 return image, ""
-            return render.grid(snap.preview, snap.class_names, snap.ipc), note
-        return render.grid(snap.preview, snap.class_names, snap.ipc), ""
+            return render.grid(snap.preview, snap.class_names, snap.ipc, cell), note
+        return render.grid(snap.preview, snap.class_names, snap.ipc, cell), ""
 
     def _run_label(self, run_id: str, owner: str) -> str:
         """"<id> · H-PD · finished · evaluated", as the folder list labels folders."""
@@ -350,7 +352,8 @@ class Page:
         return handler
 
     def on_poll(self, browser: dict, watch: list[str], seen: dict, show_cam: bool, diffs: bool,
-                cursor: int | None = None) -> dict:
+                cursor: int | None = None, zoom: int = render.CELL) -> dict:
+        """Each panel is redrawn only when what it shows changed (its signature in `seen`)."""
         jobs = self._jobs(browser, watch)
         out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer,
                                              self.layer_img, self.layer_cam, self.layer_info, self.journey,
@@ -359,63 +362,75 @@ class Page:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
         snaps = [public_snapshot(j.snapshot, self.registry.runs_dir) for j in jobs]
+        cell = int(zoom or render.CELL)
+        self._poll_state(out, seen, jobs, snaps)
+        self._poll_watch(out, seen, jobs, snaps, bool(show_cam), cursor, cell)
+        self._poll_layers(out, seen, browser, watch, jobs, snaps, cell)
+        self._poll_strip(out, seen, jobs[0], snaps[0], bool(diffs), bool(show_cam), cell)
+        out[self.seen] = seen
+        return out
+
+    def _changed(self, seen: dict, key: str, sig) -> bool:
+        if seen.get(key) == sig:
+            return False
+        seen[key] = sig
+        return True
+
+    def _poll_state(self, out: dict, seen: dict, jobs: list, snaps: list) -> None:
+        """The buttons that apply, and the form: the run's settings, read-only while it goes on."""
         controls = self._controls(snaps)
-        controls_sig = [[u.get("interactive") for u in controls.values()]]
-        if seen.get("controls") != controls_sig:
+        if self._changed(seen, "controls", [[u.get("interactive") for u in controls.values()]]):
             out |= controls
-            seen["controls"] = controls_sig
         active = any(s.state not in TERMINAL for s in snaps)
-        form_sig = [snaps[0].run_id, active]
-        if seen.get("form") != form_sig:
-            fresh = (seen.get("form") or [None])[0] != snaps[0].run_id
+        fresh = (seen.get("form") or [None])[0] != snaps[0].run_id
+        if self._changed(seen, "form", [snaps[0].run_id, active]):
             out |= self._form_lock(active, self._form_of(jobs[0]) if fresh else None)
-            seen["form"] = form_sig
+
+    def _poll_watch(self, out: dict, seen: dict, jobs: list, snaps: list, show_cam: bool, cursor, cell: int) -> None:
+        """The grids, the timeline, the chart and the scrubber's range."""
         notes = []
         for job, comp, key in zip(jobs, (self.grid_a, self.grid_b), ("a", "b")):
-            sig = [job.run_id, job.snapshot.preview_version, show_cam]
+            sig = [job.run_id, job.snapshot.preview_version, show_cam, cell]
             if seen.get(key) != sig:
-                image, seen[f"{key}_note"] = self._grid(job, show_cam)
+                image, seen[f"{key}_note"] = self._grid(job, show_cam, cell)
                 if image is not None:
                     out[comp] = gr.Image(image, label=f"{job.snapshot.label}: synthetic images", visible=True)
                     seen[key] = sig
             notes.append(seen.get(f"{key}_note", ""))
         text = "\n\n---\n\n".join(render.timeline(s, self.registry.queue_position(j)) for s, j in zip(snaps, jobs))
         text += "".join(f"\n\n{n}" for n in notes if n)
-        if seen.get("status") != text:
-            out[self.status], seen["status"] = text, text
+        if self._changed(seen, "status", text):
+            out[self.status] = text
         chart_sig = [[s.run_id, len(s.curve), len(s.spaces)] for s in snaps] + [cursor]
         if seen.get("chart") != chart_sig and time.monotonic() - seen.get("chart_t", 0.0) >= CHART_EVERY_S:
             out[self.chart], seen["chart"] = render.chart(snaps, cursor), chart_sig
             seen["chart_t"] = time.monotonic()
-        scrub_sig = [snaps[0].run_id, len(snaps[0].previews)]
-        if seen.get("scrub") != scrub_sig and snaps[0].previews:
-            out[self.scrub], seen["scrub"] = gr.Slider(minimum=1, maximum=max(2, len(snaps[0].previews)),
-                                                       interactive=True), scrub_sig
+        if snaps[0].previews and self._changed(seen, "scrub", [snaps[0].run_id, len(snaps[0].previews)]):
+            out[self.scrub] = gr.Slider(minimum=1, maximum=max(2, len(snaps[0].previews)), interactive=True)
+
+    def _poll_layers(self, out: dict, seen: dict, browser: dict, watch: list, jobs: list, snaps: list,
+                     cell: int) -> None:
+        """The layer slider and panels, the evaluation table, the distance-vs-accuracy chart."""
         finished = [v.index for v in snaps[0].spaces]
-        layer_sig = [snaps[0].run_id, finished]
-        if seen.get("layer") != layer_sig and finished:
+        if finished and self._changed(seen, "layer", [snaps[0].run_id, finished]):
             # People count layers from 1 (the captions, the timeline, the strip); the API's spaces from 0.
             out[self.layer] = gr.Slider(minimum=1, maximum=max(2, finished[-1] + 1), value=finished[-1] + 1,
                                         interactive=True)
-            out |= self.on_show_layer(browser, watch[:1], finished[-1] + 1)
-            seen["layer"] = layer_sig
+            out |= self.on_show_layer(browser, watch[:1], finished[-1] + 1, cell)
         scores = self._scores(browser, jobs)
-        if seen.get("scores") != scores:
-            out[self.scores], seen["scores"] = scores, scores
-        live = snaps[0].state not in TERMINAL
-        acc_sig = [snaps[0].run_id, [(v.index, v.accuracy) for v in snaps[0].spaces]]
-        if seen.get("dist_acc") != acc_sig:
+        if self._changed(seen, "scores", scores):
+            out[self.scores] = scores
+        if self._changed(seen, "dist_acc", [snaps[0].run_id, [(v.index, v.accuracy) for v in snaps[0].spaces]]):
             fig, line = render.distance_vs_accuracy(snaps[0])
             out[self.dist_acc], out[self.dist_acc_info] = gr.Plot(fig, visible=fig is not None), line
-            seen["dist_acc"] = acc_sig
-        journey_sig = [snaps[0].run_id, finished, snaps[0].selected_space, bool(diffs), bool(show_cam),
-                       snaps[0].preview_version if live else None]
-        if seen.get("journey") != journey_sig:
-            overlays = self._strip_cams(jobs[0]) if show_cam and not diffs else None
-            out[self.journey] = render.journey(jobs[0].snapshot, bool(diffs), overlays)
-            seen["journey"] = journey_sig
-        out[self.seen] = seen
-        return out
+
+    def _poll_strip(self, out: dict, seen: dict, job, snap, diffs: bool, show_cam: bool, cell: int) -> None:
+        live = snap.state not in TERMINAL
+        sig = [snap.run_id, [v.index for v in snap.spaces], snap.selected_space, diffs, show_cam,
+               snap.preview_version if live else None, cell]
+        if self._changed(seen, "journey", sig):
+            overlays = self._strip_cams(job) if show_cam and not diffs else None
+            out[self.journey] = render.journey(job.snapshot, diffs, overlays, cell)
 
     def on_evaluate(self, browser: dict, watch: list[str]) -> dict:
         """Evaluate every run on screen (both runs of a comparison): each queued for the device in turn."""
@@ -467,7 +482,7 @@ class Page:
             self.browser: browser, self.watch: [], self.seen: {}, self.status: "Set up a run and press **Start**.",
             self.grid_a: None, self.grid_b: gr.Image(None, visible=False), self.scores: "", self.export_info: ""}
 
-    def on_scrub(self, browser: dict, watch: list[str], index: float) -> dict:
+    def on_scrub(self, browser: dict, watch: list[str], index: float, zoom: int = render.CELL) -> dict:
         """`index` as the scrubber shows it, 1-based over the run's saved previews."""
         jobs = self._jobs(browser, watch)
         none = {self.scrub_img: gr.skip(), self.scrub_info: gr.skip(), self.cursor: gr.skip(), self.chart: gr.skip()}
@@ -479,7 +494,7 @@ class Page:
         x, space, step, path = snap.previews[min(max(int(index), 1), len(snap.previews)) - 1]
         try:
             image = render.grid(render.preview_tiles(open_preview(job.run_dir, path), len(snap.class_names),
-                                                     snap.ipc), snap.class_names, snap.ipc)
+                                                     snap.ipc), snap.class_names, snap.ipc, int(zoom or render.CELL))
         except Exception as exc:  # noqa: BLE001 - a damaged or hostile file gets one sentence, not a trace
             return none | {self.scrub_info: f"Could not show this preview: {self._message(exc)}"}
         point = next((p for p in snap.curve if (p.space, p.step) == (space, step)), None)
@@ -489,17 +504,17 @@ class Page:
         return {self.scrub_img: image, self.cursor: x, self.chart: render.chart(snaps, x),
                 self.scrub_info: f"Layer {space + 1} of {len(snap.layers)} ({layer}), step {step}{dist}."}
 
-    def on_pick_column(self, browser: dict, watch: list[str], evt: gr.SelectData) -> dict:
+    def on_pick_column(self, browser: dict, watch: list[str], zoom: int, evt: gr.SelectData) -> dict:
         """A click on the journey strip: its column's layer becomes the selection (as "Use this layer")."""
         jobs = self._jobs(browser, watch)
         if not jobs or not isinstance(evt.index, (list, tuple)):
             return {self.layer_info: gr.skip()}
-        space = render.journey_column(jobs[0].snapshot, int(evt.index[0]))
+        space = render.journey_column(jobs[0].snapshot, int(evt.index[0]), int(zoom or render.CELL))
         if space is None:
             return {self.layer_info: "Click on a layer's column to use it."}
         return self.on_use_layer(browser, watch, space + 1)
 
-    def on_show_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
+    def on_show_layer(self, browser: dict, watch: list[str], layer: float, zoom: int = render.CELL) -> dict:
         """`layer` as the slider shows it, 1-based."""
         jobs = self._jobs(browser, watch)
         if not jobs:
@@ -509,9 +524,10 @@ class Page:
         view = next((v for v in snap.spaces if v.index == k), None)
         if view is None or view.images is None:
             return {self.layer_img: None, self.layer_cam: None, self.layer_info: render.layer_caption(snap, k)}
-        cam, note = self._cam_grid(job, k, snap)
+        cell = int(zoom or render.CELL)
+        cam, note = self._cam_grid(job, k, snap, cell)
         caption = render.layer_caption(snap, k) + (f"\n\n{note}" if note else "")
-        return {self.layer_img: render.grid(view.images, snap.class_names, snap.ipc), self.layer_cam: cam,
+        return {self.layer_img: render.grid(view.images, snap.class_names, snap.ipc, cell), self.layer_cam: cam,
                 self.layer_info: caption}
 
     def on_use_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
@@ -575,17 +591,20 @@ class Page:
         for btn, name in ((self.pause_btn, "pause"), (self.resume_btn, "resume"), (self.step_btn, "step"),
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
-        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor],
+        self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor, self.zoom],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
                          self.layer_info, self.journey, self.scores, self.scrub, self.dist_acc, self.dist_acc_info,
                          self.seen, *self._lockable(),
                          *self._buttons()],
                         concurrency_limit=None, show_progress="hidden", **private)
-        self.layer.input(self.on_show_layer, ids + [self.layer], [self.layer_img, self.layer_cam, self.layer_info],
+        self.layer.input(self.on_show_layer, ids + [self.layer, self.zoom], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
-        self.scrub.input(self.on_scrub, ids + [self.scrub], [self.scrub_img, self.scrub_info, self.cursor, self.chart],
+        self.scrub.input(self.on_scrub, ids + [self.scrub, self.zoom], [self.scrub_img, self.scrub_info, self.cursor, self.chart],
                          concurrency_id="scrub", concurrency_limit=4, show_progress="hidden", **private)
         self.use_layer_btn.click(self.on_use_layer, ids + [self.layer], [self.layer_info], **private)
-        self.journey.select(self.on_pick_column, ids, [self.layer_info], **private)
+        self.journey.select(self.on_pick_column, ids + [self.zoom], [self.layer_info], **private)
+        # The poll redraws the grids and the strip at the new size; the layer panels follow the slider.
+        self.zoom.change(self.on_show_layer, ids + [self.layer, self.zoom], [self.layer_img, self.layer_cam,
+                                                                            self.layer_info], **private)
         self.export_btn.click(self.on_export, ids, [self.export_info, self.download], **private)
         self.eval_btn.click(self.on_evaluate, ids, [self.export_info], concurrency_limit=None, **private)

@@ -225,6 +225,10 @@ def test_the_journey_strip_fills_a_column_per_layer_and_a_click_selects_it(brows
         box.press("Enter")
         expect(page.locator("#scrub-info")).to_contain_text(re.compile(r"Layer 2 of 5 \(.*\), step 0"), timeout=15_000)
         expect(page.locator("#scrub-img img")).to_be_visible()
+        # The zoom redraws the images larger (a real full-size view, not the same pixels stretched).
+        page.locator("#zoom").get_by_text("192 px").click()
+        expect(page.locator("#journey img")).to_have_js_property("naturalWidth", 2 * 92 + 5 * 192, timeout=15_000)
+        assert page.locator("#grid-a img").evaluate("img => img.naturalWidth") == 10 * 192
         # The folder list names each run by method, objective, IPC, state and date, newest first.
         page.get_by_role("button", name="Refresh list").click()
         page.locator("#folders input").click()
@@ -236,5 +240,5 @@ def test_the_journey_strip_fills_a_column_per_layer_and_a_click_selects_it(brows
         grid = page.locator("#grid-a img")
         if badge.count() and badge.is_visible():
             b, g = badge.bounding_box(), grid.bounding_box()
-            band = 30 * g["height"] / grid.evaluate("img => img.naturalHeight")
+            band = 30 * 2 * g["height"] / grid.evaluate("img => img.naturalHeight")  # zoomed 2x: a 60 px band
             assert b["y"] + b["height"] <= g["y"] + band + 2 or b["y"] >= g["y"] + g["height"]

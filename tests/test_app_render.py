@@ -107,3 +107,15 @@ def test_distance_vs_accuracy_says_whether_the_distance_tracked_accuracy():
     worse = tuple(SpaceView(k, f"cut{k}", 1, d, a) for k, (d, a) in enumerate([(0.20, 0.60), (0.25, 0.65), (0.30, 0.70)]))
     assert "did not track accuracy" in render.distance_vs_accuracy(Snapshot("r", "hpd", spaces=worse))[1]
     assert render.distance_vs_accuracy(snapshot(2)) == (None, "")        # no held-out accuracy: no chart
+
+
+def test_the_zoom_draws_every_image_larger_and_the_strip_still_maps_clicks():
+    snap = snapshot(3, selected_space=1)
+    for cell in (96, 192):
+        lay = render.Layout(cell)  # labels and bands grow with the images: the page shrinks a zoomed picture
+        assert (lay.band, lay.left) == (render.BAND * cell // 96, render.JOURNEY_LEFT * cell // 96)
+        g = render.grid(snap.spaces[0].images, CLASSES, 2, cell)
+        assert g.size == (10 * cell, lay.header + 2 * cell)
+        strip = render.journey(snap, cell=cell)
+        assert strip.size == (lay.left + 3 * cell, lay.head + 10 * cell)
+        assert render.journey_column(snap, lay.left + int(2.5 * cell), cell) == 2
