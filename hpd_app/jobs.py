@@ -320,6 +320,7 @@ class JobRegistry:
         self._released: dict[str, tuple[str, str]] = {}  # run id -> (owner, folder name), for the owner's message
         self._owners: dict[Path, tuple[tuple, str | None]] = {}  # folder -> (run.json stamp, recorded owner)
         self._evals: dict[str, EvalJob] = {}    # run id -> its latest evaluation started from the page
+        self._eval_start = threading.Lock()
         self._results: dict[Path, tuple[tuple, EvalStatus | None]] = {}  # folder -> (files' stamp, eval.json read)
         self._clock = clock
         self._closing = threading.Event()
@@ -437,12 +438,22 @@ class JobRegistry:
     # ------------------------------------------------------------ evaluations
     def evaluate(self, run_id: str, owner: str) -> EvalStatus:
         """Export the run's selected layer (if that is not what was exported last) and queue the studio's
-        suite on it; an evaluation already queued or running, or one of this very set, is returned as is."""
+        suite on it; an evaluation already queued or running, or one of this very set, is returned as is.
+        One owner has at most `runs_per_owner` evaluations queued or running."""
         job = self.job(run_id, owner)
+        with self._eval_start:  # one request at a time: two clicks must not queue the same set twice
+            return self._evaluate(run_id, owner, job)
+
+    def _evaluate(self, run_id: str, owner: str, job) -> EvalStatus:
         with self._lock:
             current = self._evals.get(run_id)
+            pending = sum(1 for rid, e in self._evals.items() if e.status.state in ("queued", "running")
+                          and getattr(self._jobs.get(rid), "owner", None) == owner)
         if current is not None and current.status.state in ("queued", "running"):
             return current.status
+        if pending >= self.limits.runs_per_owner:
+            raise ValueError(f"you already have {pending} evaluations queued or running here, the most one user "
+                             f"may hold on this server ({self.limits.runs_per_owner}); wait for one to finish")
         if job.snapshot.state not in TERMINAL:
             raise ValueError("the run is still going; evaluate it once it has finished (or stop it first)")
         snap = job.snapshot
@@ -573,6 +584,7 @@ class JobRegistry:
 
     def _release(self, run_id: str) -> None:
         gone = self._jobs.pop(run_id)
+        self._evals.pop(run_id, None)  # its eval.json stays in the folder
         self._released[run_id] = (gone.owner, gone.run_dir.name)
         del self._seen[run_id]
         while len(self._released) > MAX_REMEMBERED:

@@ -160,3 +160,26 @@ def test_the_verdict_weighs_the_difference_against_the_networks_spread():
     assert "±2.5 is twice its standard error" in verdict(a, close, "H-PD", "GLaD")
     alone = _result({"convnet": [0.7, 0.7], "alexnet": [0.6, 0.6]}) | {"cross_arch_mean": None}
     assert verdict(alone, a, "x", "y").startswith("No cross-architecture mean")
+
+
+def test_one_owner_holds_a_bounded_number_of_evaluations_and_asking_twice_queues_once(tmp_path):
+    from hpd_app.jobs import ServerLimits
+    components = Components(tiny_generator(), tiny_proxy(), str(fake_root(tmp_path / "fm")))
+    reg = JobRegistry(tmp_path / "runs", components, limits=ServerLimits(runs_per_owner=2),
+                      evaluation=EvalSettings(models=("convnet",), repeats=1, epochs=1))
+    try:
+        ids = []
+        for k in range(3):  # one after the other: two runs at once are this owner's most
+            ids.append(reg.start(TINY | {"steps_per_space": 1, "seed": k}, "me"))
+            wait(lambda: reg.job(ids[-1], "me").snapshot.state == "finished" and not reg.job(ids[-1], "me").active)
+        blocker = FakeJob("someone else's run", [])
+        reg._queue.submit(blocker)  # the device is busy: evaluations wait in line
+        assert reg.evaluate(ids[0], "me").state == "queued"
+        assert reg.evaluate(ids[0], "me").state == "queued" and reg._queue.waiting() == 1  # not queued twice
+        assert reg.evaluate(ids[1], "me").state == "queued"
+        with pytest.raises(ValueError, match="2 evaluations queued or running"):
+            reg.evaluate(ids[2], "me")
+        reg._queue.release(blocker)
+        wait(lambda: all(reg.evaluation(r, "me").state == "done" for r in ids[:2]))
+    finally:
+        reg.shutdown()
