@@ -149,7 +149,11 @@ def load_folder(run_id: str, run_dir: Path, log: EventLog, snap: Snapshot | None
     for event in events:
         snap = reduce(snap, event)
     if snap.state not in TERMINAL and is_live(run_dir) is False:
-        # Nobody holds the folder's lock: the process that wrote it ended before the run did.
+        # Nobody holds the folder's lock: the process that wrote it ended before the run did. Whoever ended
+        # it may have said how in run.json (the studio's Stop of a torchrun run: "stopped").
+        recorded = read_meta(run_dir).get("state")
+        if recorded in TERMINAL:
+            return snap.evolve(state=recorded)
         snap = snap.evolve(state="interrupted", message="the run was interrupted before it ended (its process "
                            f"stopped); continue it with `python -m engine distill --resume {run_dir}`")
         mark_state(run_dir, "interrupted")  # run.json says so too from now on

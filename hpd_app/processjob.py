@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -122,11 +123,19 @@ class ProcessJob:
             return
         argv = torchrun_argv(self.config, self.processes, self.run_dir, self.owner)
         with self._lock:
-            self._phase = "live"
-            self._snap = self._snap.evolve(state="running", message=f"starting {self.processes} processes")
-            # A session of its own: Stop signals torchrun and every worker it started, nothing else.
-            self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                          start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+            try:
+                # A session of its own: Stop signals torchrun and every worker it started, nothing else.
+                self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                              start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+            except OSError as exc:
+                self._phase = "done"
+                self._snap = self._snap.evolve(state="failed", message=f"torchrun could not start ({exc})")
+            else:
+                self._phase = "live"
+                self._snap = self._snap.evolve(state="running", message=f"starting {self.processes} processes")
+        if self._proc is None:
+            self._queue.release(self)
+            return
         threading.Thread(target=self._wait, name=f"torchrun:{self.run_dir.name}", daemon=True).start()
 
     def _wait(self) -> None:
@@ -144,11 +153,20 @@ class ProcessJob:
                     self._snap = self._snap.evolve(state="failed", message=_last_error(stderr))
                     log.error("torchrun run %s ended with %s:\n%s", self.run_id, code, stderr)
             if self._stopping and (self.run_dir / "run.json").is_file():
-                browse.mark_state(self.run_dir, "stopped")
+                self._mark_stopped()
         finally:
             with self._lock:
                 self._phase = "done"
             self._queue.release(self)
+
+    def _mark_stopped(self) -> None:
+        """run.json says "stopped"; a reader of the folder marking it "interrupted" at the same moment holds
+        its lock for an instant (mark_state then leaves it), so try again until it says so."""
+        for _ in range(50):
+            browse.mark_state(self.run_dir, "stopped")
+            if browse.read_meta(self.run_dir).get("state") == "stopped":
+                return
+            time.sleep(0.1)
 
     # ----------------------------------------------------------- commands
     def _refuse(self, what: str) -> None:
