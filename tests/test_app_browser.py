@@ -139,7 +139,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         # evaluated (ticked) with a verdict.
         context.close()
         page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), url)
-        configure_small(page, steps=6, batch_real=8)
+        configure_small(page, steps=4, batch_real=8)  # 20 steps each: time to see both grow, and to finish
         page.locator("#cfg-evaluate input").check()
         page.get_by_role("button", name="Compare GLaD vs H-PD").click()
         expect(page.locator("#status")).to_contain_text("GLaD", timeout=30_000)
@@ -148,7 +148,7 @@ def test_start_shows_grid_and_curve_then_reattaches(browser, tmp_path):
         grown = wait_steps(page, lambda done: len(done) == 2 and all(d > f for d, f in zip(done, first)), 30)
         assert all(g > f for g, f in zip(grown, first))  # both grew within one 30 s window
         expect(page.locator("#grid-b img")).to_be_visible(timeout=90_000)
-        expect(page.locator("#scores")).to_contain_text("H-PD − GLaD", timeout=240_000)
+        expect(page.locator("#scores")).to_contain_text("H-PD − GLaD", timeout=360_000)
         expect(page.locator("#scores")).to_contain_text(re.compile(r"is better|No clear winner"))
         expect(page.locator("#scores")).to_contain_text("alexnet")
 
