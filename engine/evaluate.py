@@ -41,9 +41,9 @@ class EvalProtocol:
     crop_flip: bool = False            # SRe²L's random resized crop + flip per image and minibatch
     soft_labels: bool = False          # train on the teacher's soft predictions instead of the labels
     temperature: float = relabel.TEMPERATURE
-    # The arithmetic of the test passes: bf16 autocast runs ConvNet-3, VGG-11 and ViT's forward ~3x
-    # faster on a CPU with AVX-512 bf16 (BENCHMARKS.md, issue 18), and the same trained network's test
-    # accuracy moved by under 0.1 points (the paired check there). Training stays float32.
+    # The arithmetic of the test passes: under bf16 autocast the test pass took 1.8-4.2x less time on
+    # this CPU (AVX-512 bf16; ViT the most) and the same trained network's test accuracy moved by at
+    # most 0.12 points (BENCHMARKS.md, "Evaluation test passes in bf16"). Training stays float32.
     test_precision: str = "fp32"
 
     def __post_init__(self):

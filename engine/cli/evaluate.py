@@ -27,8 +27,8 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", default="glad", help=f"training recipe: {', '.join(PROTOCOLS)} (see README)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the protocol's, 1000)")
     p.add_argument("--test-precision", choices=("fp32", "bf16"), default=None,
-                   help="arithmetic of the test passes (default fp32; bf16: autocast, ~3x faster on CPUs with "
-                        "AVX-512 bf16, accuracy within 0.1 points: BENCHMARKS.md); training stays fp32")
+                   help="arithmetic of the test passes (default fp32; bf16: autocast, 1.8-4x faster here, a "
+                        "network's accuracy within 0.12 points: BENCHMARKS.md); training stays fp32")
     p.add_argument("--teacher", default=None,
                    help="classifier spec of the sre2l protocol's teacher (default: the one the run's folder records, "
                         "its --classifier)")
