@@ -249,7 +249,7 @@ class Page:
         computed = [s for s in snaps if s.source in ("live", "process")]  # Stop ends torchrun runs too
         first_done = bool(snaps and snaps[0].spaces)
         return {
-            self.pause_btn: gr.update(interactive=any(s.state in ("running",) for s in live)),
+            self.pause_btn: gr.update(interactive=any(s.state in ("queued", "running") for s in live)),
             self.resume_btn: gr.update(interactive=any(s.state in ("paused", "pausing", "suspended") for s in live)),
             self.step_btn: gr.update(interactive=any(s.state == "paused" for s in live)),
             self.stop_btn: gr.update(interactive=any(s.state not in TERMINAL and s.state != "stopping"
