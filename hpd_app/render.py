@@ -2,6 +2,7 @@
 Pure functions of their inputs, in memory (PIL, numpy, matplotlib's OO API on Agg; no pyplot state)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,6 +18,7 @@ HEADER = BAND + 16  # the band, then a line of class names: no label is ever cov
 COLORS = {"hpd": "#d62728", "glad": "#1f77b4", "pixel": "#2ca02c"}
 
 
+@functools.lru_cache(maxsize=8)  # loading the font is most of a label's cost; one per size is enough
 def _font(size: int = 11) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)

@@ -25,7 +25,7 @@ from .snapshot import LABELS, TERMINAL
 
 POLL_S = 0.5
 CAM_CACHE = 256       # strip columns of CAM overlays kept (10 small images each)
-CHART_EVERY_S = 2.0   # the chart is re-drawn at most this often (~70 ms of CPU and the GIL per draw)
+CHART_EVERY_S = 3.0   # the chart is re-drawn at most this often (~40 ms to draw, more to encode, under the GIL)
 # At short budgets "last" can beat the distance by far (RESULTS.md, IPC 10), so the page offers the basis.
 SELECTION_LABELS = {"distance": "class-relevant distance", "loss": "loss value", "last": "last step"}
 
@@ -394,7 +394,9 @@ class Page:
             if seen.get(key) != sig:
                 image, seen[f"{key}_note"] = self._grid(job, show_cam, cell)
                 if image is not None:
-                    out[comp] = gr.Image(image, label=f"{job.snapshot.label}: synthetic images", visible=True)
+                    # An update, not a new gr.Image: a new component would encode the picture as WebP in this
+                    # handler (22 ms of the GIL a time for a 960 px grid); the page's own is PNG.
+                    out[comp] = gr.update(value=image, label=f"{job.snapshot.label}: synthetic images", visible=True)
                     seen[key] = sig
             notes.append(seen.get(f"{key}_note", ""))
         text = "\n\n---\n\n".join(render.timeline(s, self.registry.queue_position(j)) for s, j in zip(snaps, jobs))

@@ -170,7 +170,7 @@ def test_default_page_on_real_data_and_screenshot(browser, tmp_path, request):
         page.get_by_role("button", name="Start", exact=True).click()
         expect(page.locator("#grid-a img")).to_be_visible(timeout=90_000)
         expect(page.locator("#status")).to_contain_text("finished", timeout=150_000)
-        page.wait_for_timeout(2500)  # the chart redraw is throttled to 2 s
+        page.wait_for_timeout(3500)  # the chart redraw is throttled to 3 s
         shot = tmp_path / "screenshot.png"
         page.screenshot(path=str(shot), full_page=True)
         strip = tmp_path / "journey.png"
