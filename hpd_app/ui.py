@@ -30,6 +30,17 @@ CHART_EVERY_S = 3.0   # the chart is re-drawn at most this often (~40 ms to draw
 SELECTION_LABELS = {"distance": "class-relevant distance", "loss": "loss value", "last": "last step"}
 
 
+ZOOMS = (96, 192, 288)  # px per image the page offers
+
+
+def _cell(zoom) -> int:
+    """The zoom a request asked for, if the page offers it: a crafted value must not size a picture."""
+    try:
+        return int(zoom) if int(zoom) in ZOOMS else render.CELL
+    except (TypeError, ValueError):
+        return render.CELL
+
+
 def _devices() -> tuple[list[str], str]:
     default = str(resolve_device(None))
     return (["cpu", "cuda"] if default != "cpu" else ["cpu"]), default
@@ -97,7 +108,7 @@ class Page:
                     self.resume_btn = gr.Button("Resume", size="sm", interactive=False)
                     self.step_btn = gr.Button("Step", size="sm", interactive=False)
                     self.stop_btn = gr.Button("Stop", size="sm", variant="stop", interactive=False)
-                    self.zoom = gr.Radio([("96 px", 96), ("192 px", 192), ("288 px", 288)], value=render.CELL,
+                    self.zoom = gr.Radio([(f"{z} px", z) for z in ZOOMS], value=render.CELL,
                                          label="Image size (zoom)", elem_id="zoom")
                     self.show_cam = gr.Checkbox(False, label="Show CAM heatmaps (grid and strip)", elem_id="show-cam")
                 with gr.Column():  # stacked, not side by side: each grid keeps the column's full width
@@ -362,7 +373,7 @@ class Page:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
         snaps = [public_snapshot(j.snapshot, self.registry.runs_dir) for j in jobs]
-        cell = int(zoom or render.CELL)
+        cell = _cell(zoom)
         self._poll_state(out, seen, jobs, snaps)
         self._poll_watch(out, seen, jobs, snaps, bool(show_cam), cursor, cell)
         self._poll_layers(out, seen, browser, watch, jobs, snaps, cell)
@@ -496,7 +507,7 @@ class Page:
         x, space, step, path = snap.previews[min(max(int(index), 1), len(snap.previews)) - 1]
         try:
             image = render.grid(render.preview_tiles(open_preview(job.run_dir, path), len(snap.class_names),
-                                                     snap.ipc), snap.class_names, snap.ipc, int(zoom or render.CELL))
+                                                     snap.ipc), snap.class_names, snap.ipc, _cell(zoom))
         except Exception as exc:  # noqa: BLE001 - a damaged or hostile file gets one sentence, not a trace
             return none | {self.scrub_info: f"Could not show this preview: {self._message(exc)}"}
         point = next((p for p in snap.curve if (p.space, p.step) == (space, step)), None)
@@ -511,7 +522,7 @@ class Page:
         jobs = self._jobs(browser, watch)
         if not jobs or not isinstance(evt.index, (list, tuple)):
             return {self.layer_info: gr.skip()}
-        space = render.journey_column(jobs[0].snapshot, int(evt.index[0]), int(zoom or render.CELL))
+        space = render.journey_column(jobs[0].snapshot, int(evt.index[0]), _cell(zoom))
         if space is None:
             return {self.layer_info: "Click on a layer's column to use it."}
         return self.on_use_layer(browser, watch, space + 1)
@@ -526,7 +537,7 @@ class Page:
         view = next((v for v in snap.spaces if v.index == k), None)
         if view is None or view.images is None:
             return {self.layer_img: None, self.layer_cam: None, self.layer_info: render.layer_caption(snap, k)}
-        cell = int(zoom or render.CELL)
+        cell = _cell(zoom)
         cam, note = self._cam_grid(job, k, snap, cell)
         caption = render.layer_caption(snap, k) + (f"\n\n{note}" if note else "")
         return {self.layer_img: render.grid(view.images, snap.class_names, snap.ipc, cell), self.layer_cam: cam,

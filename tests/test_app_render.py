@@ -119,3 +119,9 @@ def test_the_zoom_draws_every_image_larger_and_the_strip_still_maps_clicks():
         strip = render.journey(snap, cell=cell)
         assert strip.size == (lay.left + 3 * cell, lay.head + 10 * cell)
         assert render.journey_column(snap, lay.left + int(2.5 * cell), cell) == 2
+
+
+def test_the_page_takes_only_the_zooms_it_offers():
+    from hpd_app.ui import ZOOMS, _cell
+    assert [_cell(z) for z in ZOOMS] == list(ZOOMS)
+    assert {_cell(z) for z in (100_000, -5, 0, None, "288", "x", 96.0)} == {96, 288}
