@@ -6,17 +6,18 @@ export (a different synthetic.pt) is reported as stale rather than shown as this
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from engine.classifiers.assets import file_sha256
 from engine.evaluate import get_protocol
 from engine.nets import list_networks
 from engine.suite import EVAL_FILE, SuiteSpec, evaluate_run, resolve_models
 
 from .errors import log
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -49,16 +50,12 @@ class EvalStatus:
     message: str = ""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def read_result(folder: Path) -> EvalStatus | None:
     """The evaluation in `folder`'s eval.json, if it is of the synthetic.pt there now."""
     folder = Path(folder)
     try:
         result = json.loads((folder / EVAL_FILE).read_text())
-        current = _sha256(folder / "synthetic.pt")
+        current = file_sha256(folder / "synthetic.pt")
     except (OSError, json.JSONDecodeError):
         return None
     if not isinstance(result, dict) or result.get("key", {}).get("synthetic_sha256") != current:
