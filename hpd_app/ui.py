@@ -56,6 +56,10 @@ class Page:
         self.browser = gr.BrowserState({"token": "", "watch": []}, storage_key="hpd-studio")
         self.watch = gr.State([])
         self.seen = gr.State({})
+        # The poll's rare updates (the form's lock and values, the buttons' states), applied by their own
+        # handler when this changes: every output a handler lists costs Gradio a component's construction
+        # per call even when skipped, and these ~30 outputs change only when a run's state does.
+        self.pending = gr.State(None)
         self.cursor = gr.State(None)  # the scrubbed step's x on the chart, None: no cursor
         gr.Markdown("# H-PD Studio\nWatch Hierarchical Parameterization Distillation optimise synthetic images "
                     "inside a GAN, layer by layer, keeping per layer the latent with the smallest class-relevant "
@@ -83,7 +87,7 @@ class Page:
                     self.form["selection"] = gr.Dropdown(
                         [("default: distance for H-PD, last step otherwise", "")]  # "": the engine's default
                         + [(SELECTION_LABELS[s], s) for s in SELECTIONS], value="", label="Latent kept per layer")
-                    self.form["processes"] = gr.Number(1, label="Processes (torchrun; DM and SRe²L)", precision=0)
+                    self.form["processes"] = gr.Number(1, label="Processes (torchrun)", precision=0)
                     self.form["evaluate"] = gr.Checkbox(
                         False, label="Evaluate when finished (every network that takes the images; the Compare verdict)")
                 for name, comp in self.form.items():
@@ -388,14 +392,26 @@ class Page:
         return True
 
     def _poll_state(self, out: dict, seen: dict, jobs: list, snaps: list) -> None:
-        """The buttons that apply, and the form: the run's settings, read-only while it goes on."""
+        """The buttons that apply, and the form: the run's settings, read-only while it goes on; sent through
+        `pending` (on_pending applies them), and only when they changed."""
+        updates = {}
         controls = self._controls(snaps)
         if self._changed(seen, "controls", [[u.get("interactive") for u in controls.values()]]):
-            out |= controls
+            updates |= controls
         active = any(s.state not in TERMINAL for s in snaps)
         fresh = (seen.get("form") or [None])[0] != snaps[0].run_id
         if self._changed(seen, "form", [snaps[0].run_id, active]):
-            out |= self._form_lock(active, self._form_of(jobs[0]) if fresh else None)
+            updates |= self._form_lock(active, self._form_of(jobs[0]) if fresh else None)
+        if updates:
+            # A new stamp every time, so that equal updates after a reset still change the State (and fire).
+            names = {c: n for n, c in self._rare_targets().items()}
+            out[self.pending] = {"stamp": time.monotonic_ns(), "updates": {names[c]: u for c, u in updates.items()}}
+
+    def on_pending(self, pending: dict | None) -> dict:
+        if not pending:
+            return {}
+        targets = self._rare_targets()
+        return {targets[name]: update for name, update in pending["updates"].items()}
 
     def _poll_watch(self, out: dict, seen: dict, jobs: list, snaps: list, show_cam: bool, cursor, cell: int) -> None:
         """The grids, the timeline, the chart and the scrubber's range."""
@@ -576,6 +592,14 @@ class Page:
     def _lockable(self) -> list:
         return [*self.form.values(), self.start_btn, self.compare_btn, self.new_btn]
 
+    def _rare_targets(self) -> dict:
+        """What `pending` may update, by name (a State holds names, not components)."""
+        named = [("start", self.start_btn), ("compare", self.compare_btn), ("new", self.new_btn),
+                 ("pause", self.pause_btn), ("resume", self.resume_btn), ("step", self.step_btn),
+                 ("stop", self.stop_btn), ("export", self.export_btn), ("use_layer", self.use_layer_btn),
+                 ("evaluate", self.eval_btn)]
+        return {f"form:{k}": c for k, c in self.form.items()} | dict(named)
+
     def _buttons(self) -> list:
         return [self.pause_btn, self.resume_btn, self.step_btn, self.stop_btn, self.export_btn, self.use_layer_btn,
                 self.eval_btn]
@@ -607,9 +631,10 @@ class Page:
         self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor, self.zoom],
                         [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
                          self.layer_info, self.journey, self.scores, self.scrub, self.dist_acc, self.dist_acc_info,
-                         self.seen, *self._lockable(),
-                         *self._buttons()],
+                         self.seen, self.pending],
                         concurrency_limit=None, show_progress="hidden", **private)
+        self.pending.change(self.on_pending, [self.pending], list(self._rare_targets().values()),
+                            concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer, self.zoom], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
         self.scrub.input(self.on_scrub, ids + [self.scrub, self.zoom], [self.scrub_img, self.scrub_info, self.cursor, self.chart],
