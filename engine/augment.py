@@ -77,6 +77,14 @@ class Draw:
     def shared(self) -> bool:
         return all(v.shape[0] == 1 for v in self.values.values())
 
+    def rows(self, index: Tensor) -> "Draw":
+        """The draw of samples `index` of its batch: what a process applies to the part of a minibatch it
+        holds, so each image meets the parameters it meets in one process. A shared draw fits any rows."""
+        if self.shared:
+            return self
+        picked = {k: v[index.to(v.device)] for k, v in self.values.items()}
+        return Draw(self.op, self.height, self.width, MappingProxyType(picked))
+
 
 def sample(params: DSAParams, batch: int, height: int, width: int, generator: torch.Generator, siamese: bool) -> Draw:
     """Pick one op group of the strategy and draw its parameters from `generator` (CPU).

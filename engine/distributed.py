@@ -5,7 +5,8 @@ A `Distributed` is passed to whoever needs it (never a module global): a single 
 `Distributed()` (rank 0 of 1), whose collectives are identities, so a run without torchrun takes
 exactly the code path and the numbers it took before. Under torchrun, rank 0 alone writes; every rank
 holds the images of its classes (a `Shard`) and the collectives are scalar sums, an agreed flag, rows
-gathered to rank 0 at checkpoints and previews, and rank 0's objects sent to all.
+gathered to rank 0 at checkpoints and previews, rank 0's objects sent to all, and the sum of a tensor
+(a network gradient that each rank computed on its own images, DC/DSA's and TESLA's).
 """
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ class Distributed:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t)
+
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum over ranks of a per-rank tensor (each rank's images' share of a gradient on
+        a network every rank holds alike); `t` itself in one process. `t` is left as it is."""
+        if not self.active:
+            return t
+        total = t.detach().to(self.device, copy=True)
+        dist.all_reduce(total)
+        return total.to(t.device)
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is on one: a decision every rank must take together (a collective)."""
@@ -134,6 +144,16 @@ class Shard:
         """This rank's rows of a whole-set tensor (the tensor itself when the rank holds everything)."""
         return t if self.whole else t[self.rows.to(t.device)]
 
+    def find(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(which entries of whole-set rows `index` this rank holds, their positions in this shard): a
+        minibatch drawn over the whole set, split by where its images are (any split, unlike `local`)."""
+        if self.whole:
+            return torch.arange(len(index), device=index.device), index
+        rows = self.rows.to(index.device)
+        pos = torch.searchsorted(rows, index).clamp(max=len(rows) - 1)
+        at = torch.nonzero(rows[pos] == index).flatten()
+        return at, pos[at]
+
     def local(self, index: torch.Tensor) -> torch.Tensor | None:
         """Positions in this shard of whole-set rows `index`, or None when another rank holds them."""
         if self.whole:
@@ -158,10 +178,15 @@ def class_shard(labels: torch.Tensor, classes: torch.Tensor, num_classes: int, g
     e.g. one SRe²L BatchNorm batch) dealt round-robin to the ranks, with every image of those classes."""
     if not dist_.active:
         return whole_shard(labels, classes, num_classes)
-    groups = -(-num_classes // group)
-    if groups < dist_.world:
-        raise ValueError(f"{num_classes} classes in groups of {group} make {groups} share(s), too few for "
-                         f"{dist_.world} processes; run with --nproc-per-node {groups} or fewer")
+    check_groups(num_classes, group, dist_.world)
     held = frozenset(c for c in range(num_classes) if (c // group) % dist_.world == dist_.rank)
     mask = torch.tensor([int(c) in held for c in labels.tolist()], device=labels.device)
     return Shard(torch.nonzero(mask).flatten(), labels, classes, held)
+
+
+def check_groups(num_classes: int, group: int, world: int) -> None:
+    """Refuse more processes than groups of `group` classes: a process without a class would idle."""
+    groups = -(-num_classes // group)
+    if groups < world:
+        raise ValueError(f"{num_classes} classes in groups of {group} make {groups} share(s), too few for "
+                         f"{world} processes; run with --nproc-per-node {groups} or fewer")

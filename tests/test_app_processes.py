@@ -60,7 +60,7 @@ def test_stop_ends_every_process_and_marks_the_folder(registry):
 def test_what_cannot_run_on_several_processes_is_refused_before_it_queues(registry):
     too_many = (os.cpu_count() or 1) + 1
     for values, words in ((SMALL | {"processes": too_many}, f"more than this server's {os.cpu_count()} CPU cores"),
-                          (SMALL | {"processes": 2, "objective": "dc"}, "does not run on several processes yet"),
+                          (SMALL | {"processes": 2, "objective": "sre2l"}, "too few for 2 processes"),
                           (SMALL | {"processes": 0}, "at least 1")):
         with pytest.raises(ValueError, match=words):
             registry.start(values, "me")

@@ -2,7 +2,7 @@
 a frozen teacher when the run was given one."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -11,7 +11,7 @@ from torch import nn
 from .. import augment
 from ..augment import DSAParams
 from ..data import RealSampler
-from ..distributed import Shard
+from ..distributed import Distributed, Shard
 from ..streams import Streams
 
 
@@ -29,7 +29,9 @@ class MatchContext:
 
     `shard`: the images this process holds when a run is spread over processes (engine/distributed.py);
     None: all of them. A class held elsewhere still makes its draws (`skip_class`), so every stream is in
-    the same state on every rank and each class sees the draws it would see in one process.
+    the same state on every rank and each class sees the draws it would see in one process. `dist`: the
+    processes, for objectives whose classes share a trained network or a student (DC/DSA, TESLA) and
+    sum its gradient over them; one process by default.
     """
 
     real: RealSampler
@@ -39,6 +41,7 @@ class MatchContext:
     batch_real: int = 256
     teacher: nn.Module | None = None
     shard: Shard | None = None
+    dist: Distributed = field(default_factory=Distributed)
 
     @property
     def device(self) -> torch.device:

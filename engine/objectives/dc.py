@@ -1,4 +1,13 @@
-"""Gradient matching (DC, Zhao et al. 2021) and its siamese-augmented form (DSA, Zhao & Bilen 2021)."""
+"""Gradient matching (DC, Zhao et al. 2021) and its siamese-augmented form (DSA, Zhao & Bilen 2021).
+
+On several processes (ctx.shard) the matching loss is a sum of per-class terms against one network,
+which every process draws alike (the "nets" stream): each process matches its classes only. Training
+that network between updates needs the whole set: every process draws the whole set's minibatch order
+and augmentations, takes the part of each minibatch it holds, and the network gradients of the parts
+are summed over processes (one all-reduce per minibatch), so every process's network takes the
+one-process steps (up to float rounding: the sum is taken in another order). This rests on the matching
+networks normalising per sample (instance norm): a split minibatch gives each image its one-process logits.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import augment
+from ..distributed import Distributed
 from .context import MatchContext, PerIterationObjective, class_pairs
 from .registry import ObjectiveSpec, register
 
@@ -81,14 +91,43 @@ class DCObjective(PerIterationObjective):
             self._train_epoch(syn, labels)
 
     def _train_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        order = torch.randperm(len(images), generator=self.ctx.order_stream).to(images.device)
+        shard = self.ctx.shard
+        total = len(images) if shard is None else shard.total
+        order = torch.randperm(total, generator=self.ctx.order_stream).to(images.device)
         for batch in order.split(self.params.batch_train):
-            x = images[batch]
-            if self.ctx.dsa is not None:
-                x = augment.augment(x, self.ctx.dsa, self.ctx.dsa_stream)
             self.opt.zero_grad(set_to_none=True)
-            F.cross_entropy(self.net(x), labels[batch]).backward()
+            if shard is None:
+                self._whole_batch_loss(images, labels, batch).backward()
+            else:
+                self._shared_batch_backward(images, labels, batch)
             self.opt.step()
+
+    def _whole_batch_loss(self, images: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        x = images[batch]
+        if self.ctx.dsa is not None:
+            x = augment.augment(x, self.ctx.dsa, self.ctx.dsa_stream)
+        return F.cross_entropy(self.net(x), labels[batch])
+
+    def _shared_batch_backward(self, images: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor) -> None:
+        """The gradient of the whole minibatch's mean cross-entropy in every process's network: each
+        backpropagates its images' share (their sum over the whole batch's size) and the shares are summed."""
+        draw = None if self.ctx.dsa is None else augment.sample(
+            self.ctx.dsa, len(batch), *images.shape[2:], self.ctx.dsa_stream, siamese=False)
+        at, pos = self.ctx.shard.find(batch)
+        if len(pos):
+            x = images[pos] if draw is None else augment.apply(images[pos], draw.rows(at))
+            (F.cross_entropy(self.net(x), labels[pos], reduction="sum") / len(batch)).backward()
+        sum_grads(self.net, self.ctx.dist)
+
+
+def sum_grads(net: torch.nn.Module, dist: Distributed) -> None:
+    """Every parameter's gradient summed over processes, in one collective (a process that held no image
+    of the minibatch adds zeros)."""
+    params = list(net.parameters())
+    flat = dist.sum_tensor(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                      for p in params]))
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.view_as(p)
 
 
 def build_dc(ctx: MatchContext, ipc: int, outer_loop: int | None = None, inner_loop: int | None = None,
@@ -107,9 +146,10 @@ def dc_options(config) -> dict:
 # DC and DSA share one implementation; whether the context carries DSA parameters makes the difference.
 # Rates of (W+, f): paper Tables 19-21 (dd_methods_facts.md 1.4); pixel rate 0.1: the reference code's;
 # 100 steps per space: the paper's.
+# class_group 1: the loss is a sum over classes; the network they share is kept alike by _train_epoch.
 register(ObjectiveSpec(
     name="dc", label="DC: gradient matching", params=DCParams, uses_dsa=False,
-    latent_lr=(0.001, 1.0), pixel_lr=0.1, steps_per_space=100, build=build_dc, options=dc_options))
+    latent_lr=(0.001, 1.0), pixel_lr=0.1, steps_per_space=100, build=build_dc, options=dc_options, class_group=1))
 register(ObjectiveSpec(
     name="dsa", label="DSA: gradient matching with siamese augmentation", params=DCParams, uses_dsa=True,
-    latent_lr=(0.001, 1.0), pixel_lr=0.1, steps_per_space=100, build=build_dc, options=dc_options))
+    latent_lr=(0.001, 1.0), pixel_lr=0.1, steps_per_space=100, build=build_dc, options=dc_options, class_group=1))

@@ -54,8 +54,9 @@ class ObjectiveSpec:
     # run's momentum, as every latent space. Latent spaces always use SGD.
     pixel_optimizer: PixelAdam | None = None
     # How many consecutive classes the loss couples, so a run on several processes (torchrun) keeps them in
-    # one: 1 when the loss is a sum of per-class terms (DM), SRe²L's BatchNorm batch of classes. None: the
-    # objective shares more than scalars between classes (a trained network, an expert) and is not sharded yet.
+    # one: 1 when the loss is a sum of per-class terms (DM, DC/DSA) or of per-image terms (TESLA), SRe²L's
+    # BatchNorm batch of classes. What the classes share beyond that (DC/DSA's trained network, TESLA's
+    # student) the objective sums over processes itself (MatchContext.dist). None: not sharded yet.
     class_group: int | None = None
 
     def __post_init__(self) -> None:

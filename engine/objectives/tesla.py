@@ -13,6 +13,17 @@ c . g_i into the images, one step's graph at a time. Like TESLA's own derivation
 as a constant of the images (the Hessian terms through which earlier steps move later parameters are not
 followed); for one step it is MTT's full gradient. syn_lr's gradient, dL/dsyn_lr = -2 sum_j g_j .
 (theta0 - syn_lr sum_j g_j - theta*) / ||theta0 - theta*||^2, is exact under the same model.
+
+On several processes (ctx.shard) the synthetic set is sharded, not the experts: a run on N processes
+equals a one-process run of the same seed (up to float rounding), which one expert per process with the
+latent gradients summed would not (it would match N experts per step). Every process draws the whole
+set's plan (minibatches, augmentations) and the same expert. A step's gradient g_i is a mean of per-image
+terms (the student normalises per sample), so each process computes its images' share of it and the
+shares are summed over processes (one all-reduce of the flat parameters per student step): every process
+unrolls the same theta_i and gets the same c. In the replay the image gradient of c . g_i with respect
+to an image is that image's own term's, so each process replays its own images with no communication and
+its latents get exactly their rows of the one-process gradient. This is the "shard the synthetic set"
+option without gathering images: the only collective carries the student's parameters, not the images.
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ from torch.func import functional_call
 
 from .. import augment
 from ..buffers import ExpertBuffers, load_buffers, unflatten_params
+from ..distributed import Distributed, Shard
 from .context import MatchContext
 from .registry import ObjectiveSpec, register
 
@@ -60,10 +72,18 @@ class TeslaParams:
 
 @dataclass(frozen=True)
 class StudentStep:
-    """One student step's minibatch (indices into the synthetic set) and its DSA draw (None: no DSA)."""
+    """One student step's minibatch (indices into the synthetic set) and its DSA draw (None: no DSA).
+    `batch`: the whole minibatch's size when `index` is only the part of it this process holds (None:
+    all of it is here)."""
 
     index: torch.Tensor
     draw: augment.Draw | None
+    batch: int | None = None
+
+    def held(self, shard: Shard) -> "StudentStep":
+        """This process's part of a step planned over the whole set, with its images' DSA parameters."""
+        at, pos = shard.find(self.index)
+        return StudentStep(pos, None if self.draw is None else self.draw.rows(at), len(self.index))
 
 
 def plan_steps(num_images: int, steps: int, batch: int, image_size: tuple[int, int],
@@ -99,16 +119,24 @@ def student_grad(net: nn.Module, theta: torch.Tensor, images: torch.Tensor, labe
         x = augment.apply(x, step.draw)
     leaf = theta if theta.requires_grad else theta.detach().requires_grad_(True)
     logits = functional_call(net, unflatten_params(leaf, net), (x,))
-    loss = F.cross_entropy(logits, labels[step.index.to(labels.device)])
+    y = labels[step.index.to(labels.device)]
+    # A part of a minibatch contributes its share of the whole minibatch's mean.
+    if step.batch is None:
+        loss = F.cross_entropy(logits, y)
+    else:
+        loss = F.cross_entropy(logits, y, reduction="sum") / step.batch
     (grad,) = torch.autograd.grad(loss, leaf, create_graph=create_graph)
     return grad
 
 
 def tesla_gradients(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, theta0: torch.Tensor,
-                    target: torch.Tensor, syn_lr: float, plan: list[StudentStep]) -> TeslaGradients:
-    """The loss, dL/dsyn (TESLA's replay) and dL/dsyn_lr for one student unroll along `plan`."""
+                    target: torch.Tensor, syn_lr: float, plan: list[StudentStep],
+                    dist: Distributed | None = None) -> TeslaGradients:
+    """The loss, dL/dsyn (TESLA's replay) and dL/dsyn_lr for one student unroll along `plan`. On several
+    processes (`dist`), `syn` and `plan` are this process's images and parts of the steps; the loss and
+    dL/dsyn_lr are then the whole set's, the same on every process."""
     syn = syn.detach()
-    thetas, total = _unroll(net, syn, labels, theta0, syn_lr, plan)
+    thetas, total = _unroll(net, syn, labels, theta0, syn_lr, plan, dist or Distributed())
     scale = (theta0 - target).pow(2).sum()
     residual = theta0 - syn_lr * total - target
     coef = -2 * syn_lr * residual / scale  # dL/dg_i, identical for every step
@@ -118,12 +146,13 @@ def tesla_gradients(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, the
 
 
 def _unroll(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, theta0: torch.Tensor, syn_lr: float,
-            plan: list[StudentStep]) -> tuple[list[torch.Tensor], torch.Tensor]:
+            plan: list[StudentStep], dist: Distributed) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The parameters each step starts from, and the sum of the (detached) step gradients."""
     theta, total, thetas = theta0, torch.zeros_like(theta0), []
     for step in plan:
         thetas.append(theta)
-        grad = student_grad(net, theta, syn, labels, step)
+        share = student_grad(net, theta, syn, labels, step) if len(step.index) else torch.zeros_like(theta)
+        grad = dist.sum_tensor(share)  # the processes' shares of the minibatch gradient
         total = total + grad
         theta = theta - syn_lr * grad
     return thetas, total
@@ -134,6 +163,8 @@ def _replay(net: nn.Module, syn: torch.Tensor, labels: torch.Tensor, thetas: lis
     leaf = syn.requires_grad_(True)
     syn_grad = torch.zeros_like(syn)
     for theta, step in zip(thetas, plan):
+        if not len(step.index):
+            continue  # none of this step's images is here
         grad = student_grad(net, theta, leaf, labels, step, create_graph=True)
         # d(coef . g_i)/dsyn = (dL/dg_i) . (dg_i/dsyn): this step's share of the image gradient.
         (part,) = torch.autograd.grad((grad * coef).sum(), leaf)
@@ -173,14 +204,18 @@ class TeslaObjective:
             raise RuntimeError("start_iteration() must pick an expert before loss_and_grad()")
         theta0, target = (self.buffers.snapshot(self.expert, epoch).to(syn.device, syn.dtype)
                           for epoch in (self.start, self.start + self.params.expert_epochs))
-        batch = self.params.batch_syn or len(syn)
-        plan = plan_steps(len(syn), self.params.syn_steps, batch, tuple(syn.shape[2:]), self.ctx.dsa,
-                          self.ctx.order_stream, self.ctx.dsa_stream)
-        result = tesla_gradients(self.net, syn, labels, theta0, target, self.syn_lr, plan)
+        shard = self.ctx.shard
+        total = len(syn) if shard is None else shard.total
+        plan = plan_steps(total, self.params.syn_steps, self.params.batch_syn or total, tuple(syn.shape[2:]),
+                          self.ctx.dsa, self.ctx.order_stream, self.ctx.dsa_stream)
+        if shard is not None:
+            plan = [step.held(shard) for step in plan]
+        result = tesla_gradients(self.net, syn, labels, theta0, target, self.syn_lr, plan, self.ctx.dist)
         self._lr_opt.zero_grad(set_to_none=True)
         self._syn_lr.grad = torch.tensor(result.lr_grad, dtype=torch.float64)
         self._lr_opt.step()
-        return result.loss, result.syn_grad
+        # Every process has the whole set's loss and the run sums the processes' losses: rank 0 reports it.
+        return (result.loss if self.ctx.dist.writes else 0.0), result.syn_grad
 
     def after_update(self, current, labels: torch.Tensor, update: int) -> None:
         pass
@@ -223,4 +258,5 @@ register(ObjectiveSpec(
     latent_lr=(10.0, 1e4),  # (W+, f): paper Tables 19-21 (dd_methods_facts.md 1.4)
     pixel_lr=1000.0,  # MTT's pixel rate
     steps_per_space=100,  # the paper's steps per optimisation space
+    class_group=1,  # any split of the images: the student's gradient is summed over processes
     build=build_tesla, options=tesla_options))

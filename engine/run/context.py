@@ -16,7 +16,7 @@ from ..classifiers import load_classifier
 from ..data import DatasetInfo, ImageSet, RealSampler, dataset_info, holdout_split, load_dataset
 from ..data.imagenet_subsets import imagenet_indices, subsets
 from ..distance import ClassRelevantDistance
-from ..distributed import Distributed, Shard, class_shard
+from ..distributed import Distributed, Shard, check_groups, class_shard
 from ..generators import LayeredGenerator, PixelGenerator, load_generator
 from ..nets import get_network
 from ..provenance import provenance
@@ -99,18 +99,30 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
     distance, note = _distance(config, info, sampler, streams, classifier, device, shard)
     return RunContext(config, Path(run_dir), method, info, val, sampler, G, plan,
                       method.steps_per_space(config, len(G.layers)), shard.take(labels), shard.take(classes),
-                      distance, note, _objective(config, info, sampler, streams, device, classifier, shard), streams,
-                      provenance(config.device),
+                      distance, note, _objective(config, info, sampler, streams, device, classifier, shard, dist),
+                      streams, provenance(config.device),
                       teacher_record(None if classifier is not None else config.classifier_spec), dist, shard)
 
 
 def check_distributable(config: RunConfig, world: int) -> None:
-    """Refuse, before anything loads, an objective whose run cannot be spread over processes yet."""
-    if world == 1 or objectives.get_objective(config.objective).class_group is not None:
+    """Refuse, before anything loads, an objective whose run cannot be spread over processes yet, or
+    more processes than the dataset's classes make shares (SRe²L keeps a batch of classes in one)."""
+    if world == 1:
         return
-    ready = [n for n in objectives.objective_names() if objectives.get_objective(n).class_group is not None]
-    raise ValueError(f"--objective {config.objective} does not run on several processes yet; under torchrun use "
-                     f"--objective {' or '.join(ready)}, or run {config.objective} in one process (without torchrun)")
+    group = objectives.get_objective(config.objective).class_group
+    if group is None:
+        ready = [n for n in objectives.objective_names() if objectives.get_objective(n).class_group is not None]
+        raise ValueError(f"--objective {config.objective} does not run on several processes yet; under "
+                         f"torchrun use --objective {_either(ready)}, or run {config.objective} in one process "
+                         "(without torchrun)")
+    try:
+        check_groups(dataset_info(config.dataset).num_classes, group, world)
+    except ValueError as exc:
+        raise ValueError(f"--objective {config.objective} on {config.dataset}: {exc}") from None
+
+
+def _either(names: list[str]) -> str:
+    return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _splits(cfg: RunConfig, streams: Streams) -> tuple[ImageSet, ImageSet | None]:
@@ -166,12 +178,12 @@ def _distance(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: 
 
 
 def _objective(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams: Streams, device, given,
-               shard: Shard):
+               shard: Shard, dist: Distributed):
     """`given`: the classifier handed to the run, also the teacher of objectives that need one (SRe²L)."""
     spec = objectives.get_objective(cfg.objective)
     ctx = objectives.MatchContext(
         real=sampler, streams=streams, batch_real=cfg.batch_real, dsa=DSAParams() if spec.uses_dsa else None,
         new_net=lambda seed: get_network(cfg.net, info.channels, info.num_classes, info.resolution,
                                          seed=seed).to(device), teacher=given,
-        shard=None if shard.whole else shard)
+        shard=None if shard.whole else shard, dist=dist)
     return objectives.build_for_run(cfg, ctx)
