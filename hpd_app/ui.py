@@ -404,14 +404,15 @@ class Page:
             updates |= self._form_lock(active, self._form_of(jobs[0]) if fresh else None)
         if updates:
             # A new stamp every time, so that equal updates after a reset still change the State (and fire).
-            names = {c: n for n, c in self._rare_targets().items()}
-            out[self.pending] = {"stamp": time.monotonic_ns(), "updates": {names[c]: u for c, u in updates.items()}}
+            index = {id(c): i for i, c in enumerate(self._rare())}
+            out[self.pending] = {"stamp": time.monotonic_ns(),
+                                 "updates": {index[id(c)]: u for c, u in updates.items()}}
 
     def on_pending(self, pending: dict | None) -> dict:
         if not pending:
             return {}
-        targets = self._rare_targets()
-        return {targets[name]: update for name, update in pending["updates"].items()}
+        rare = self._rare()
+        return {rare[i]: update for i, update in pending["updates"].items()}
 
     def _poll_watch(self, out: dict, seen: dict, jobs: list, snaps: list, show_cam: bool, cursor, cell: int) -> None:
         """The grids, the timeline, the chart and the scrubber's range."""
@@ -592,13 +593,9 @@ class Page:
     def _lockable(self) -> list:
         return [*self.form.values(), self.start_btn, self.compare_btn, self.new_btn]
 
-    def _rare_targets(self) -> dict:
-        """What `pending` may update, by name (a State holds names, not components)."""
-        named = [("start", self.start_btn), ("compare", self.compare_btn), ("new", self.new_btn),
-                 ("pause", self.pause_btn), ("resume", self.resume_btn), ("step", self.step_btn),
-                 ("stop", self.stop_btn), ("export", self.export_btn), ("use_layer", self.use_layer_btn),
-                 ("evaluate", self.eval_btn)]
-        return {f"form:{k}": c for k, c in self.form.items()} | dict(named)
+    def _rare(self) -> list:
+        """What `pending` may update; it holds their positions here (a State holds data, not components)."""
+        return [*self._lockable(), *self._buttons()]
 
     def _buttons(self) -> list:
         return [self.pause_btn, self.resume_btn, self.step_btn, self.stop_btn, self.export_btn, self.use_layer_btn,
@@ -633,7 +630,7 @@ class Page:
                          self.layer_info, self.journey, self.scores, self.scrub, self.dist_acc, self.dist_acc_info,
                          self.seen, self.pending],
                         concurrency_limit=None, show_progress="hidden", **private)
-        self.pending.change(self.on_pending, [self.pending], list(self._rare_targets().values()),
+        self.pending.change(self.on_pending, [self.pending], self._rare(),
                             concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer, self.zoom], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
