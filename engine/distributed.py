@@ -6,18 +6,21 @@ A `Distributed` is passed to whoever needs it (never a module global): a single 
 exactly the code path and the numbers it took before. Under torchrun, rank 0 alone writes; every rank
 holds the images of its classes (a `Shard`) and the collectives are scalar sums, an agreed flag, rows
 gathered to rank 0 at checkpoints and previews, rank 0's objects sent to all, and the sum of a tensor
-(a network gradient that each rank computed on its own images, DC/DSA's and TESLA's).
+(a network gradient that each rank computed on its own images, DC/DSA's and TESLA's). Evaluation and
+expert training spread independent jobs instead (`spread`: a network or an expert each, dealt round-robin,
+results gathered to every rank); what rank 0 alone reads reaches the others through `from_first`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,51 @@ class Distributed:
         box = [obj if self.writes else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def from_first(self, read: Callable[[], T]) -> T:
+        """`read()` run by rank 0 alone (a look at the folder, which rank 0 alone writes), its result on every
+        rank. A ValueError it raises (a folder of another run, a bad manifest) is raised on every rank, so no
+        rank is left waiting in a collective for one that gave up. One process: `read()` itself."""
+        if not self.active:
+            return read()
+        outcome = None
+        if self.writes:
+            try:
+                outcome = ("ok", read())
+            except ValueError as exc:
+                outcome = ("error", type(exc), str(exc))
+        outcome = self.share(outcome)
+        if outcome[0] == "error":
+            raise outcome[1](outcome[2])
+        return outcome[1]
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank: each rank knows the whole result and
+        takes the same next step. `[obj]` in one process."""
+        if not self.active:
+            return [obj]
+        box = [None] * self.world
+        dist.all_gather_object(box, obj)
+        return box
+
+    def mine(self, count: int) -> range:
+        """The jobs 0..count-1 this rank takes: dealt round-robin (rank r: r, r + world, ...)."""
+        return range(self.rank, count, self.world)
+
+    def spread(self, items: Sequence, work: Callable) -> list:
+        """`[work(x) for x in items]`, each rank doing its dealt share (`mine`), the results in `items`' order on
+        every rank. For independent jobs whose result depends on the job alone (a network of a fixed seed),
+        so the list is the one a single process makes; one process makes exactly that list itself."""
+        if not self.active:
+            return [work(x) for x in items]
+        done = self.gather_objects([work(items[j]) for j in self.mine(len(items))])
+        return [done[j % self.world][j // self.world] for j in range(len(items))]
+
+    def progress(self, job: int, per_job: int, done: int) -> int:
+        """Units done overall as rank 0 sees them `done` units into its dealt job `job` (of `per_job` units
+        each): its own earlier jobs and this one, times the processes, which work as fast meanwhile. In one
+        process, exactly the jobs before `job` and `done` (the count a single process reports)."""
+        return self.world * ((job // self.world) * per_job + done)
 
     def gather_rows(self, part: torch.Tensor, shard: "Shard") -> torch.Tensor | None:
         """The whole tensor, rows in the single-process order, on rank 0 (None on the others).

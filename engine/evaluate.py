@@ -153,13 +153,35 @@ def evaluate_synset(images: torch.Tensor, labels: torch.Tensor, test: ImageSet |
     accuracies, test_s = [], 0.0
     for k, s in enumerate(seeds):
         report = (lambda e: progress(k * protocol.epochs + e, repeats * protocol.epochs)) if progress else None
-        net = train_network(images, labels, test.info, model, protocol, s, device, report, teacher=teacher)
-        t0 = time.perf_counter()
-        accuracies.append(accuracy(net, test.x.to(device), test.y.to(device), protocol.batch_test,
-                                   protocol.test_precision))
-        test_s += time.perf_counter() - t0
+        score = evaluate_network(images, labels, test, model, protocol, s, device, report, teacher)
+        accuracies.append(score.accuracy)
+        test_s += score.test_s
     return EvalResult(model, protocol.to_json(), accuracies, seeds, len(images), len(test),
                       time.perf_counter() - start, test_s)
+
+
+@dataclass(frozen=True)
+class NetworkScore:
+    """One trained and tested network: what a process that trained it hands to the one that writes."""
+
+    accuracy: float
+    wall_s: float      # training and test pass
+    test_s: float      # of which the test pass
+
+
+def evaluate_network(images: torch.Tensor, labels: torch.Tensor, test: PreparedTest, model: str,
+                     protocol: EvalProtocol, seed: int, device: torch.device,
+                     on_epoch: Callable[[int], None] | None = None,
+                     teacher: torch.nn.Module | None = None) -> NetworkScore:
+    """Train one fresh `model` of `seed` on (images, labels), already on `device`, and test it on `test`.
+    Its accuracy depends on its seed alone (not on the networks trained before it), which is what lets
+    several processes share a model's repeats."""
+    start = time.perf_counter()
+    net = train_network(images, labels, test.info, model, protocol, seed, device, on_epoch, teacher=teacher)
+    t0 = time.perf_counter()
+    acc = accuracy(net, test.x.to(device), test.y.to(device), protocol.batch_test, protocol.test_precision)
+    end = time.perf_counter()
+    return NetworkScore(acc, end - start, end - t0)
 
 
 def check_teacher(protocol: EvalProtocol, teacher) -> None:
