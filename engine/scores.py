@@ -23,6 +23,10 @@ computed once, from a fixed seed, and cached as JSON with their provenance (`Bas
 soft-label protocol (`sre2l`) the random real subsets are trained on the teacher's soft labels too, as the
 synthetic set is, and the teacher ({spec, sha256}) joins the key; the whole-data reference keeps its own
 fixed hard-label recipe.
+
+Under torchrun (`dist`) a baseline's networks (each of a fixed seed and subset) are dealt over the
+processes and their accuracies gathered, in the single process's order; rank 0 alone reads and writes
+the cache, and its view reaches the others.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from typing import Callable
 import torch
 
 from .data import ImageSet
+from .distributed import Distributed
 from .evaluate import EvalProtocol, PreparedTest, accuracy, get_protocol, network_seeds, train_network
 from .export import write_json
 from .provenance import provenance
@@ -170,50 +175,63 @@ def random_subset(train: ImageSet, ipc: int, k: int) -> torch.Tensor:
 def random_real_baseline(train: ImageSet, test: PreparedTest, model: str, protocol: EvalProtocol, ipc: int,
                          repeats: int, cache: BaselineCache, device: torch.device | str = "cpu",
                          progress: Progress | None = None, teacher: torch.nn.Module | None = None,
-                         teacher_id: dict | None = None) -> tuple[dict, Path]:
+                         teacher_id: dict | None = None, dist: Distributed | None = None) -> tuple[dict, Path]:
     """Accuracies of `model` trained on `repeats` random real subsets of `ipc` images per class, with the
     protocol's augmentation and without it; cached. A soft-label protocol needs `teacher` and its record
     `teacher_id` (part of the key)."""
     if protocol.soft_labels and (teacher is None or teacher_id is None):
         raise ValueError(f"the random-real baseline under the {protocol.name} protocol needs the teacher and "
                          "its record")
+    dist = dist or Distributed()
     extra = {"teacher": teacher_id} if protocol.soft_labels else {}
     key = _key("random-real", train, model, protocol, repeats, ipc=ipc, **extra)
-    cached = cache.load(key)
+    cached = dist.from_first(lambda: cache.load(key))
     if cached is not None:
         return cached, cache.path(key)
     device = torch.device(device)
     start = time.perf_counter()
     variants = {"aug": protocol, "no_aug": protocol.without_augmentation()}
     seeds = network_seeds(Streams(BASELINE_SEED).seed_for("baseline-nets"), repeats)
-    accs: dict[str, list[float]] = {v: [] for v in variants}
-    subsets, total, done = [], 2 * repeats * protocol.epochs, 0
-    for k in range(repeats):
-        idx = random_subset(train, ipc, k)
-        subsets.append(idx.tolist())
+    subsets = [random_subset(train, ipc, k) for k in range(repeats)]
+    # Round k's subset with augmentation, then without: one network each, in this order in one process.
+    jobs = [(k, name) for k in range(repeats) for name in variants]
+    total = len(jobs) * protocol.epochs
+    report = progress if dist.writes else None
+
+    def one(j: int) -> float:
+        k, proto = jobs[j][0], variants[jobs[j][1]]
+        idx = subsets[k]
         images, labels = train.normalized(idx, device=device), train.labels[idx].to(device)
-        for name, proto in variants.items():
-            base = done
-            net = train_network(images, labels, train.info, model, proto, seeds[k], device,
-                                (lambda e, b=base: progress(b + e, total)) if progress else None, teacher=teacher)
-            accs[name].append(accuracy(net, test.x, test.y, proto.batch_test, proto.test_precision))
-            done += proto.epochs
-    result = {"aug": _stats(accs["aug"]), "no_aug": _stats(accs["no_aug"]), "seeds": seeds, "subsets": subsets,
-              "wall_s": time.perf_counter() - start, "provenance": provenance(device)}
-    return result, cache.store(key, result)
+        net = train_network(images, labels, train.info, model, proto, seeds[k], device,
+                            (lambda e: report(min(total, dist.progress(j, proto.epochs, e)), total)) if report else None,
+                            teacher=teacher)
+        return accuracy(net, test.x, test.y, proto.batch_test, proto.test_precision)
+
+    accs = dist.spread(range(len(jobs)), one)
+    by_variant = {name: [a for (_, v), a in zip(jobs, accs) if v == name] for name in variants}
+    result = {"aug": _stats(by_variant["aug"]), "no_aug": _stats(by_variant["no_aug"]), "seeds": seeds,
+              "subsets": [idx.tolist() for idx in subsets], "wall_s": time.perf_counter() - start,
+              "provenance": provenance(device)}
+    return result, _store(cache, key, result, dist)
+
+
+def _store(cache: BaselineCache, key: dict, result: dict, dist: Distributed) -> Path:
+    """Rank 0 alone writes the cache; every rank gets the entry's path."""
+    return cache.store(key, result) if dist.writes else cache.path(key)
 
 
 def whole_data_baseline(train: ImageSet, test: PreparedTest, model: str, epochs: int, repeats: int,
                         cache: BaselineCache, device: torch.device | str = "cpu",
-                        progress: Progress | None = None) -> tuple[dict, Path]:
+                        progress: Progress | None = None, dist: Distributed | None = None) -> tuple[dict, Path]:
     """Accuracy of `model` trained on the whole training split (WHOLE_DATA_PROTOCOL for `epochs`); cached.
     The split stays uint8 on the device and each minibatch is normalised as it is drawn."""
+    dist = dist or Distributed()
     protocol = get_protocol(WHOLE_DATA_PROTOCOL, epochs)
     if getattr(train, "images", None) is None:
         raise ValueError(f"the whole-data baseline keeps the {train.info.name} training split in memory, and "
                          f"{train.info.name} is read from disk on demand; --scores does not support it yet")
     key = _key("whole-data", train, model, protocol, repeats)
-    cached = cache.load(key)
+    cached = dist.from_first(lambda: cache.load(key))
     if cached is not None:
         return cached, cache.path(key)
     device = torch.device(device)
@@ -221,14 +239,19 @@ def whole_data_baseline(train: ImageSet, test: PreparedTest, model: str, epochs:
     images, labels = train.images.to(device), train.labels.to(device)
     prepare = lambda batch: train.info.normalize(batch.float() / 255)  # noqa: E731
     seeds = network_seeds(Streams(BASELINE_SEED).seed_for("whole-data-nets"), repeats)
-    accs = []
-    for k, s in enumerate(seeds):
-        net = train_network(images, labels, train.info, model, protocol, s, device,
-                            (lambda e, b=k * epochs: progress(b + e, repeats * epochs)) if progress else None, prepare)
-        accs.append(accuracy(net, test.x, test.y, protocol.batch_test))
+    total = repeats * epochs
+    report = progress if dist.writes else None
+
+    def one(k: int) -> float:
+        net = train_network(images, labels, train.info, model, protocol, seeds[k], device,
+                            (lambda e: report(min(total, dist.progress(k, epochs, e)), total)) if report else None,
+                            prepare)
+        return accuracy(net, test.x, test.y, protocol.batch_test)
+
+    accs = dist.spread(range(repeats), one)
     result = {"aug": _stats(accs), "seeds": seeds, "train_images": len(train),
               "wall_s": time.perf_counter() - start, "provenance": provenance(device)}
-    return result, cache.store(key, result)
+    return result, _store(cache, key, result, dist)
 
 
 __all__ = ["BASELINE_SEED", "BaselineCache", "G_ARS", "WHOLE_DATA_PROTOCOL", "W_LRS", "ars", "lrs", "random_real_baseline",

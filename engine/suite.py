@@ -9,6 +9,12 @@ repeats and seed also counts as done, so repeating a command, or adding a model,
 (engine/scores.py) against cached random-real and whole-data baselines. Under a soft-label protocol
 (`sre2l`) every network, the random-real baselines' too, trains on the teacher the run's folder records
 (engine/teacher.py; `SuiteSpec.teacher` names another), and the teacher is part of every key.
+
+Under torchrun (`dist`) the processes share each model's networks: every network's seed is fixed by the
+evaluation seed and its repeat index, so they are dealt round-robin, each process trains and tests its
+own, and the accuracies gathered after every model are the single process's, in repeat order. Rank 0
+alone reads the folder (its view reaches the others), writes the partial file after every model and
+eval.json at the end, and alone reports progress; the baselines spread their networks the same way.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from typing import Callable
 import torch
 
 from .data import ImageSet, load_dataset
-from .evaluate import EvalProtocol, PreparedTest, evaluate_synset
+from .distributed import Distributed
+from .evaluate import EvalProtocol, EvalResult, PreparedTest, evaluate_network, evaluate_synset, network_seeds
 from .export import write_json
 from .nets import list_networks, networks_for, unsupported_reason
 from .provenance import provenance
@@ -145,12 +152,16 @@ def _done_models(run_dir: Path, key: dict) -> tuple[dict, dict]:
 
 def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device | str = "cpu",
                  data_root: str | None = None, cache: str | Path | None = None,
-                 progress: Progress | None = None, test: ImageSet | None = None) -> dict:
+                 progress: Progress | None = None, test: ImageSet | None = None,
+                 dist: Distributed | None = None) -> dict:
     """Evaluate the run in `run_dir` with `spec`; writes and returns eval.json's content.
-    `cache`: the baselines' folder (default RUN_DIR/../baselines); `test`: the test split if already loaded."""
+    `cache`: the baselines' folder (default RUN_DIR/../baselines); `test`: the test split if already loaded;
+    `dist`: the processes that share the networks (default: this one alone; every rank returns the result)."""
+    dist = dist or Distributed()
+    progress = progress if dist.writes else None  # one bar, rank 0's
     run_dir = Path(run_dir)
     start = time.perf_counter()
-    synthetic, summary = read_run(run_dir)
+    synthetic, summary, digest = dist.from_first(lambda: read_run(run_dir) + (_file_sha256(run_dir / "synthetic.pt"),))
     config = summary["config"]
     device = torch.device(device)
     if test is None:
@@ -160,11 +171,11 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
     teacher, teacher_id = None, None
     if spec.protocol.soft_labels:  # before any training: a missing teacher is one sentence, not a late crash
         teacher, teacher_id = load_teacher(summary.get("teacher"), config["dataset"], device, spec.teacher)
-    key = {"format": EVAL_FORMAT, "synthetic_sha256": _file_sha256(run_dir / "synthetic.pt"),
+    key = {"format": EVAL_FORMAT, "synthetic_sha256": digest,
            "protocol": spec.protocol.to_json(), "repeats": spec.repeats, "seed": seed}
     if teacher_id is not None:
         key["teacher"] = teacher_id
-    done, done_no_aug = _done_models(run_dir, key)
+    done, done_no_aug = dist.from_first(lambda: _done_models(run_dir, key))
     done = {m: done[m] for m in spec.models if m in done}
     done_no_aug = {m: done_no_aug[m] for m in spec.score_models if m in done_no_aug}
     images, labels = synthetic["images"].float(), synthetic["labels"].long()
@@ -183,11 +194,12 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
             prepared = PreparedTest.of(test, device)
         base = finished
         report = (lambda d, t, b=base: progress("suite", b + d, total)) if progress else None
-        result = evaluate_synset(images, labels, prepared, model, protocol, spec.repeats, seed, device, report,
-                                 teacher)
+        result = _evaluate_model(images, labels, prepared, model, protocol, spec.repeats, seed, device, report,
+                                 teacher, dist)
         store[model] = result.to_json()
         finished += per_model
-        write_json(run_dir / PARTIAL_FILE, {"key": key, "models": done, "no_aug": done_no_aug})
+        if dist.writes:
+            write_json(run_dir / PARTIAL_FILE, {"key": key, "models": done, "no_aug": done_no_aug})
 
     backbone = config.get("net", "convnet")
     models = {m: done[m] for m in spec.models}
@@ -211,7 +223,7 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
         out["scores"] = _scores(spec, models, done_no_aug, int(config["ipc"]), test, device,
                                 Path(cache) if cache else run_dir.parent / "baselines",
                                 data_root or config.get("data_root"), config["dataset"], progress,
-                                (teacher, teacher_id))
+                                (teacher, teacher_id), dist)
     if len(models) == 1:  # the one-model layout of earlier versions, kept for scripts that read it
         only = next(iter(models.values()))
         out |= {k: only[k] for k in ("model", "accuracies", "mean", "std", "seeds", "train_images", "wall_s")}
@@ -219,13 +231,38 @@ def evaluate_run(run_dir: str | Path, spec: SuiteSpec, *, device: torch.device |
         done_no_aug[m]["wall_s"] for m in spec.score_models)
     out["call_wall_s"] = time.perf_counter() - start
     out["provenance"] = provenance(device)
-    write_json(run_dir / EVAL_FILE, out)
-    (run_dir / PARTIAL_FILE).unlink(missing_ok=True)
+    if dist.writes:
+        write_json(run_dir / EVAL_FILE, out)
+        (run_dir / PARTIAL_FILE).unlink(missing_ok=True)
     return out
 
 
+def _evaluate_model(images: torch.Tensor, labels: torch.Tensor, test: PreparedTest, model: str,
+                    protocol: EvalProtocol, repeats: int, seed: int, device: torch.device,
+                    report: Callable[[int, int], None] | None, teacher, dist: Distributed) -> EvalResult:
+    """`evaluate_synset`, its networks dealt over the processes: each network's accuracy depends on its seed
+    alone, so the gathered list is the single process's. Its wall_s is then the networks' own seconds
+    summed over the processes (what one process would spend, less its set-up), not the elapsed time."""
+    if not dist.active:  # one process: as ever
+        return evaluate_synset(images, labels, test, model, protocol, repeats, seed, device, report, teacher)
+    images, labels = images.detach().to(device), labels.to(device)
+    seeds = network_seeds(seed, repeats)
+    total = repeats * protocol.epochs
+
+    def one(k: int):
+        on_epoch = (lambda e: report(min(total, dist.progress(k, protocol.epochs, e)), total)) if report else None
+        return evaluate_network(images, labels, test, model, protocol, seeds[k], device, on_epoch, teacher)
+
+    scores = dist.spread(range(repeats), one)
+    if report:
+        report(total, total)
+    return EvalResult(model, protocol.to_json(), [s.accuracy for s in scores], seeds, len(images), len(test),
+                      sum(s.wall_s for s in scores), sum(s.test_s for s in scores))
+
+
 def _scores(spec: SuiteSpec, models: dict, no_aug: dict, ipc: int, test: ImageSet, device, cache_root: Path,
-            data_root: str | None, dataset: str, progress: Progress | None, teacher: tuple = (None, None)) -> dict:
+            data_root: str | None, dataset: str, progress: Progress | None, teacher: tuple = (None, None),
+            dist: Distributed | None = None) -> dict:
     cache = BaselineCache(cache_root)
     train = load_dataset(dataset, "train", data_root)
     prepared = PreparedTest.of(test, device)
@@ -233,9 +270,9 @@ def _scores(spec: SuiteSpec, models: dict, no_aug: dict, ipc: int, test: ImageSe
     for model in spec.score_models:
         report = (lambda kind: (lambda d, t: progress(f"baseline {model} {kind}", d, t))) if progress else (lambda kind: None)
         rnd, rnd_path = random_real_baseline(train, prepared, model, spec.protocol, ipc, spec.repeats, cache, device,
-                                             report("random-real"), *teacher)
+                                             report("random-real"), *teacher, dist=dist)
         whole, whole_path = whole_data_baseline(train, prepared, model, spec.whole_epochs, spec.whole_repeats, cache,
-                                                device, report("whole-data"))
+                                                device, report("whole-data"), dist=dist)
         scored = score_rounds(models[model]["accuracies"], no_aug[model]["accuracies"], rnd["aug"]["values"],
                               rnd["no_aug"]["values"], whole["aug"]["values"])
         out[model] = scored | {

@@ -1,12 +1,17 @@
 """`python -m engine evaluate`: train fresh networks of several models on a run's synthetic set, test them
-on the real test split, and write eval.json (resumable per model; see engine/suite.py)."""
+on the real test split, and write eval.json (resumable per model; see engine/suite.py).
+
+Under `torchrun --nproc-per-node N -m engine evaluate ...` the processes share every model's networks;
+rank 0 alone shows the bar, prints and writes eval.json, the same file one process writes."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import distributed
 from ..data import DatasetError, dataset_info, load_dataset
 from ..evaluate import PROTOCOLS, get_protocol
 from ..nets import list_networks
@@ -91,26 +96,34 @@ def split_list(text: str | None, flag: str) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..suite import evaluate_run  # torch-heavy; --help stays fast
+    dist = distributed.Distributed()
+    first = int(os.environ.get("RANK", "0")) == 0  # before the group exists: torchrun's rank, else 0
     try:
         apply_threads(args.threads)
-        device = resolve_device(args.device)
+        device = distributed.process_device(resolve_device(args.device))
         check_names(args)  # an unknown model name is wrong whatever the folder holds
+        # Every process checks the folder and the flags before joining, so bad input is refused by all
+        # alike and none waits for the others (the processes of one machine see the same folder).
         _, summary = read_run(args.run_dir)
         config = summary["config"]
         info = dataset_info(config["dataset"])
         spec = suite_spec(args, info.resolution, config.get("net", "convnet"))
         test = load_dataset(config["dataset"], "test", args.data_root or config.get("data_root"))
+        dist = distributed.from_env(device)
         bars = Bars()
         try:
             result = evaluate_run(args.run_dir, spec, device=device, data_root=args.data_root, cache=args.cache,
-                                  progress=bars.update, test=test)
+                                  progress=bars.update, test=test, dist=dist)
         finally:
             bars.close()
     except (ValueError, DatasetError, UserError) as exc:
-        return fail(str(exc))
-    for line in report_lines(result):
-        print(line)
-    print(f"wrote {args.run_dir / EVAL_FILE}")
+        return fail(str(exc)) if first or dist.active else 2
+    finally:
+        dist.close()
+    if dist.writes:
+        for line in report_lines(result):
+            print(line)
+        print(f"wrote {args.run_dir / EVAL_FILE}")
     return 0
 
 
