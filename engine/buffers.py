@@ -14,6 +14,12 @@ resumes at the first missing expert, and an expert that was interrupted restarts
 Expert i draws everything from a seed derived from (seed, i) alone, so retraining it reproduces its
 trajectory bit for bit (same device and thread count).
 
+Under torchrun (`train_buffers(..., dist=)`) the missing experts are dealt round-robin over the processes;
+each process writes its own experts' files (so the folder must be one they all see: one machine, or a
+shared filesystem) and rank 0 alone reads the folder and writes the manifest, after each of its own
+experts and, once the accuracies are gathered, with every one. A killed run resumes on any number of
+processes: the expert files are what counts as finished.
+
 Memory: a Fashion-MNIST ConvNet-3 has 317,706 parameters, so 51 snapshots take about 65 MB per expert.
 `load_buffers` keeps the trajectories in memory by default (fine for a handful of experts); with
 `in_memory=False` the files are memory-mapped and only the snapshots a run reads are paged in.
@@ -35,6 +41,7 @@ from tqdm import tqdm
 
 from . import augment
 from .data import DatasetInfo, ImageSet, dataset_info, load_dataset
+from .distributed import Distributed
 from .nets import default_depth, get_network
 
 FORMAT = 1
@@ -274,28 +281,33 @@ class BufferSummary:
 def train_buffers(config: BufferConfig, out: str | Path, device: torch.device | str = "cpu", *,
                   data: tuple[ImageSet, ImageSet] | None = None, progress: bool = True,
                   log: Callable[[str], None] = tqdm.write,
-                  on_epoch: Callable[[int, int], None] | None = None) -> BufferSummary:
+                  on_epoch: Callable[[int, int], None] | None = None,
+                  dist: Distributed | None = None) -> BufferSummary:
     """Train every expert of `config` missing from `out`, writing each file and the manifest as it finishes.
 
-    `data` (train, test) replaces loading the dataset; `on_epoch(expert, epoch)` follows the progress.
+    `data` (train, test) replaces loading the dataset; `on_epoch(expert, epoch)` follows the progress;
+    `dist`: the processes that share the experts (default: this one alone; rank 0 alone logs and shows
+    the bar, every rank returns the whole summary).
     """
+    dist = dist or Distributed()
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     info = config.info
-    manifest = _resume_manifest(folder, manifest_for(config, build_student(info, config.depth, config.width)))
+    fresh = manifest_for(config, build_student(info, config.depth, config.width))
+    manifest = dist.from_first(lambda: _open_folder(folder, fresh))
     todo = [i for i in range(config.experts) if i not in manifest.finished]
-    if len(todo) < config.experts:
+    if len(todo) < config.experts and dist.writes:
         log(f"{config.experts - len(todo)} of {config.experts} experts already in {folder}; training {len(todo)}")
-    write_manifest(folder, manifest)
     if not todo:
         return BufferSummary(folder, manifest)
     train, test = data or (load_dataset(config.dataset, "train", config.data_root),
                            load_dataset(config.dataset, "test", config.data_root))
     if train.info != info:
         raise ValueError(f"the training data is {train.info.name}, but the buffers are for {config.dataset}")
-    with tqdm(total=len(todo) * config.epochs, unit="epoch", disable=not progress, dynamic_ncols=True) as bar:
-        for n, index in enumerate(todo):
-            bar.set_description(f"expert {n + 1}/{len(todo)} (#{index})")
+    mine = [todo[j] for j in dist.mine(len(todo))]
+    with tqdm(total=len(mine) * config.epochs, unit="epoch", disable=not progress or not dist.writes,
+              dynamic_ncols=True) as bar:
+        for n, index in enumerate(mine):
+            bar.set_description(f"expert {n + 1}/{len(mine)} (#{index})")
 
             def epoch_done(epoch: int, index: int = index) -> None:
                 bar.update(1)
@@ -305,9 +317,38 @@ def train_buffers(config: BufferConfig, out: str | Path, device: torch.device | 
             expert = train_expert(config, index, train, test, device, epoch_done)
             save_expert(folder, expert)
             manifest = manifest.with_accuracy(index, expert.test_accuracy)
-            write_manifest(folder, manifest)
-            log(f"expert {index}: test accuracy {expert.test_accuracy:.4f} ({expert.seconds:.1f} s)")
+            if dist.writes:  # the others' experts join it once gathered; until then their files count
+                write_manifest(folder, manifest)
+                log(_expert_line(expert.index, expert.test_accuracy, expert.seconds))
+    if dist.active:
+        manifest = _gather_experts(manifest, mine, dist, folder, log)
     return BufferSummary(folder, manifest, todo)
+
+
+def _open_folder(folder: Path, fresh: BufferManifest) -> BufferManifest:
+    """The folder made ready for training (stale files gone, the manifest of what is finished written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = _resume_manifest(folder, fresh)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def _gather_experts(manifest: BufferManifest, mine: list[int], dist: Distributed, folder: Path,
+                    log: Callable[[str], None]) -> BufferManifest:
+    """Every process's finished experts in the manifest (their files are on disk): rank 0 writes it."""
+    done = dist.gather_objects([(i, manifest.test_accuracy[i]) for i in mine])
+    for rank, experts in enumerate(done):
+        for index, accuracy in experts:
+            manifest = manifest.with_accuracy(index, accuracy)
+            if dist.writes and rank != dist.rank:
+                log(_expert_line(index, accuracy) + f" (process {rank})")
+    if dist.writes:
+        write_manifest(folder, manifest)
+    return manifest
+
+
+def _expert_line(index: int, accuracy: float, seconds: float | None = None) -> str:
+    return f"expert {index}: test accuracy {accuracy:.4f}" + (f" ({seconds:.1f} s)" if seconds is not None else "")
 
 
 def _resume_manifest(folder: Path, fresh: BufferManifest) -> BufferManifest:

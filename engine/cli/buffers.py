@@ -1,8 +1,13 @@
-"""`python -m engine buffers`: train MTT/TESLA expert trajectories, resumably, one file per expert."""
+"""`python -m engine buffers`: train MTT/TESLA expert trajectories, resumably, one file per expert.
+
+Under `torchrun --nproc-per-node N -m engine buffers ...` the processes share the missing experts (each
+writes its own experts' files); rank 0 alone shows the bar, prints and writes the manifest."""
 from __future__ import annotations
 
 import argparse
+import os
 
+from .. import distributed
 from ..buffers import BufferConfig, train_buffers
 from ..data import DatasetError, list_datasets
 from .common import UserError, add_common, apply_threads, fail, resolve_device
@@ -27,15 +32,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    dist = distributed.Distributed()
+    first = int(os.environ.get("RANK", "0")) == 0  # before the group exists: torchrun's rank, else 0
     try:
         apply_threads(args.threads)
         config = BufferConfig(dataset=args.dataset, experts=args.experts, epochs=args.epochs, lr=args.lr,
                               batch=args.batch, seed=args.seed, depth=args.depth, width=args.width,
                               data_root=args.data_root)
-        summary = train_buffers(config, args.out, resolve_device(args.device), progress=not args.no_progress)
+        device = distributed.process_device(resolve_device(args.device))
+        dist = distributed.from_env(device)
+        summary = train_buffers(config, args.out, device, progress=not args.no_progress, dist=dist)
     except (ValueError, DatasetError, UserError) as exc:
-        return fail(str(exc))
+        return fail(str(exc)) if first or dist.active else 2
+    finally:
+        dist.close()
+    if not dist.writes:
+        return 0
     accuracies = [summary.manifest.test_accuracy[i] for i in summary.manifest.finished]
     print(f"{len(accuracies)} experts in {summary.folder} ({len(summary.trained)} trained now); "
           f"mean test accuracy {sum(accuracies) / len(accuracies):.4f}")
     return 0
+
