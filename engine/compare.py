@@ -16,6 +16,11 @@ GLaD's cut: one fixed cut (the base config's `glad_cut`, else the generator's mi
 (`Arm.glad_cuts`): a GLaD cell per cut and seed, and at each seed the cut with the best held-out accuracy
 (the accuracy pick's held-out images, never the test split; needs `accuracy_pick`) is the arm's cell there,
 as H-PD's accuracy pick chooses among its spaces per run.
+
+Under torchrun (`dist`) the processes go through the grid together: each cell's distillation is a
+class-sharded run (engine/distributed.py; an objective that cannot be spread is refused before any work)
+and its evaluation shares the networks (engine/suite.py). Rank 0 alone reads the folders (its view reaches
+the others), logs, and writes timings.json, compare.json and compare.md.
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ from pathlib import Path
 from typing import Callable
 
 from .data import ImageSet, load_dataset
+from .distributed import Distributed
 from .export import write_json
 from .provenance import provenance
 from .run import Run, RunConfig
 from .run.config import METHODS, SELECTIONS
+from .run.context import check_distributable
 from .run.spaces import plan_spaces
 from .suite import EVAL_FILE, PARTIAL_FILE, SuiteSpec, eval_seed, evaluate_run
 
@@ -208,13 +215,17 @@ def folder_state(folder: Path, config: RunConfig) -> str:
     return "finished" if saved.get("state") == "finished" else "unfinished"
 
 
-def distill_cell(cell: Cell, generator=None, classifier=None, progress: Progress | None = None) -> str:
+def distill_cell(cell: Cell, generator=None, classifier=None, progress: Progress | None = None,
+                 dist: Distributed | None = None) -> str:
     """Run the cell's distillation to its end (resuming it if a previous session was killed); returns the
-    folder's state before: "new", "unfinished" or "finished" (then nothing ran)."""
-    state = folder_state(cell.folder, cell.config)
+    folder's state before: "new", "unfinished" or "finished" (then nothing ran). `dist`: the processes
+    the run is spread over (rank 0 alone reports progress)."""
+    dist = dist or Distributed()
+    progress = progress if dist.writes else None
+    state = dist.from_first(lambda: folder_state(cell.folder, cell.config))
     if state == "finished":
         return state
-    run = Run(cell.config, cell.folder, generator=generator, classifier=classifier)
+    run = Run(cell.config, cell.folder, generator=generator, classifier=classifier, dist=dist)
     try:
         run.prepare()
         run.emit_state("running")
@@ -263,22 +274,26 @@ def heldout_accuracy(cell: Cell) -> float | None:
 # ------------------------------------------------------------------------------------------ the grid run
 def run_compare(spec: CompareSpec, out: str | Path, *, device: str = "cpu", cache: str | Path | None = None,
                 generator=None, classifier=None, progress: Progress | None = None,
-                log: Callable[[str], None] = print, test: ImageSet | None = None) -> dict:
+                log: Callable[[str], None] = print, test: ImageSet | None = None,
+                dist: Distributed | None = None) -> dict:
     """Distil and evaluate every cell of the grid (skipping finished ones); returns compare.json's content.
-    `generator`/`classifier` replace what the configs' specs would load (tests)."""
+    `generator`/`classifier` replace what the configs' specs would load (tests); `dist`: the processes
+    that share every cell's work (default: this one alone; rank 0 alone logs and writes)."""
+    dist = dist or Distributed()
+    if not dist.writes:
+        progress, log = None, (lambda _: None)
     out = Path(out)
     base = RunConfig(**spec.base)
     num_cuts = None
     if any(a.method == "pixel" for a in spec.arms) and spec.pixel_steps is None:
         num_cuts = _num_cuts(base, generator)
     cells = plan_cells(spec, out, num_cuts)
-    for cell in cells:  # refuse a folder of another run before any work
-        folder_state(cell.folder, cell.config)
-    out.mkdir(parents=True, exist_ok=True)
+    for cell in cells:  # what cannot be spread is refused by every process alike, before any work
+        check_distributable(cell.config, dist.world)
+    timings = dist.from_first(lambda: _open_grid(out, cells))
     cache = Path(cache) if cache else out / "baselines"
     if test is None:
         test = load_dataset(base.dataset, "test", base.data_root)
-    timings = _read_json(out / TIMINGS_FILE) or {}
     by_seed: dict[int, list[Cell]] = {}
     for cell in cells:
         by_seed.setdefault(cell.seed, []).append(cell)
@@ -288,42 +303,53 @@ def run_compare(spec: CompareSpec, out: str | Path, *, device: str = "cpu", cach
             arm_cells = [c for c in by_seed[seed] if c.arm == arm]
             for cell in arm_cells:
                 done += 1
-                t0, before = time.perf_counter(), folder_state(cell.folder, cell.config)
+                t0, before = time.perf_counter(), dist.from_first(lambda: folder_state(cell.folder, cell.config))
                 if before == "finished":
                     continue
                 ended = "interrupted"  # an exception or Ctrl-C; a killed process records nothing
                 try:
-                    distill_cell(cell, generator, classifier, progress)
+                    distill_cell(cell, generator, classifier, progress, dist)
                     ended = "finished"
                 finally:
                     wall = time.perf_counter() - t0
                     _add_timing(timings, cell, "distill", wall, before, ended)
-                    write_json(out / TIMINGS_FILE, timings)
+                    if dist.writes:
+                        write_json(out / TIMINGS_FILE, timings)
                 log(f"[{done}/{len(cells)}] {cell.name}: distilled in {wall:.0f} s"
                     + (" (resumed)" if before == "unfinished" else ""))
-            chosen = pick_cell(arm_cells) if arm.sweep else arm_cells[0]
-            if arm.sweep:
+            chosen = dist.from_first(lambda: pick_cell(arm_cells)) if arm.sweep else arm_cells[0]
+            if arm.sweep and dist.writes:
                 log(f"{arm.label} seed {seed}: cut {chosen.cut} has the best held-out accuracy "
                     f"({', '.join(f'cut {c.cut} {_pct(heldout_accuracy(c))}' for c in arm_cells)})")
-            if evaluated(chosen, spec.suite) is None:
+            if dist.from_first(lambda: evaluated(chosen, spec.suite)) is None:
                 t0, ended = time.perf_counter(), "interrupted"
-                start = "partial" if (chosen.folder / PARTIAL_FILE).exists() else "new"
+                start = "partial" if dist.writes and (chosen.folder / PARTIAL_FILE).exists() else "new"
                 try:
                     result = evaluate_run(chosen.folder, spec.suite, device=device, cache=cache, test=test,
                                           progress=(lambda st, d, t, n=chosen.name: progress(f"{n} {st}", d, t))
-                                          if progress else None)
+                                          if progress else None, dist=dist)
                     ended = "finished"
                 finally:
                     wall = time.perf_counter() - t0
                     _add_timing(timings, chosen, "evaluate", wall, start, ended)
-                    write_json(out / TIMINGS_FILE, timings)
+                    if dist.writes:
+                        write_json(out / TIMINGS_FILE, timings)
                 back = result["models"].get(result["backbone"])
                 log(f"{chosen.name}: evaluated in {wall:.0f} s; backbone {_pct(back['mean'] if back else None)}, "
                     f"cross-arch {_pct(result['cross_arch_mean'])}")
-            report = build_report(spec, out, cells, timings)
-            write_json(out / "compare.json", report)
-            (out / "compare.md").write_text(markdown(report))
-    return build_report(spec, out, cells, timings)
+            if dist.writes:
+                report = build_report(spec, out, cells, timings)
+                write_json(out / "compare.json", report)
+                (out / "compare.md").write_text(markdown(report))
+    return dist.from_first(lambda: build_report(spec, out, cells, timings))
+
+
+def _open_grid(out: Path, cells: list[Cell]) -> dict:
+    """The grid's folder made ready, a folder of another run refused before any work; the timings so far."""
+    for cell in cells:
+        folder_state(cell.folder, cell.config)
+    out.mkdir(parents=True, exist_ok=True)
+    return _read_json(out / TIMINGS_FILE) or {}
 
 
 def _num_cuts(base: RunConfig, generator) -> int:

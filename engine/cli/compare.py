@@ -1,10 +1,15 @@
 """`python -m engine compare`: a paired multi-seed grid of methods, each cell distilled and evaluated by the
-suite; writes compare.json and compare.md (resumable cell by cell; see engine/compare.py)."""
+suite; writes compare.json and compare.md (resumable cell by cell; see engine/compare.py).
+
+Under `torchrun --nproc-per-node N -m engine compare ...` every cell is distilled class-sharded and
+evaluated with its networks shared over the processes; rank 0 alone prints and writes."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from .. import distributed
 from ..data import DatasetError, dataset_info
 from .common import UserError, apply_threads, fail, resolve_device
 from .distill import add_config_arguments, given_config_values
@@ -48,6 +53,9 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     from ..compare import CompareSpec, parse_arms, run_compare
     from ..run import RunConfig
+    from ..run.context import check_distributable
+    dist = distributed.Distributed()
+    first = int(os.environ.get("RANK", "0")) == 0  # before the group exists: torchrun's rank, else 0
     try:
         apply_threads(args.threads)
         device = resolve_device(args.device)
@@ -55,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         glad_cuts = _ints(args.glad_cuts, "--glad-cuts")
         if args.glad_cut is not None and glad_cuts:
             raise UserError("give --glad-cut (one cut) or --glad-cuts (a sweep), not both.")
-        base = given_config_values(args, SKIP) | {"device": str(device)}
+        # Several CUDA processes take one GPU each: the cells' configs say plain "cuda" (as `distill` does).
+        several = distributed.world_size() > 1
+        base = given_config_values(args, SKIP) | {"device": "cuda" if several and device.type == "cuda" else str(device)}
         if args.glad_cut is not None:
             base["glad_cut"] = args.glad_cut
         config = RunConfig(**base)  # bad run settings fail here, before any work
@@ -64,14 +74,21 @@ def run(args: argparse.Namespace) -> int:
                           glad_cuts)
         suite = suite_spec(args, info.resolution, config.net)
         spec = CompareSpec(base, arms, tuple(seeds), suite, args.pixel_steps)
+        check_distributable(config, distributed.world_size())  # every cell's objective: refused by all alike
+        device = distributed.process_device(device)
+        dist = distributed.from_env(device)
         bars = Bars()
         try:
             report = run_compare(spec, args.out, device=str(device), cache=args.cache, progress=bars.update,
-                                 log=lambda line: (bars.close(), print(line, flush=True)))
+                                 log=lambda line: (bars.close(), print(line, flush=True)), dist=dist)
         finally:
             bars.close()
     except (ValueError, DatasetError, UserError) as exc:
-        return fail(str(exc))
+        return fail(str(exc)) if first or dist.active else 2
+    finally:
+        dist.close()
+    if not dist.writes:
+        return 0
     evaluated = sum(c["evaluated"] for c in report["cells"])
     print(f"{evaluated} cells evaluated; wrote {args.out / 'compare.json'} and {args.out / 'compare.md'}")
     return 0
