@@ -20,7 +20,7 @@ import torch
 import torch.multiprocessing as mp
 
 from engine import buffers as buffers_module
-from engine import distributed, suite
+from engine import distributed, evaluate, scores, suite
 from engine.cli import main
 from engine.buffers import MANIFEST, BufferConfig, expert_file, train_buffers
 from engine.compare import CompareSpec, parse_arms, run_compare
@@ -91,12 +91,32 @@ def record_calls(module, name: str, what) -> list:
     return calls
 
 
+@contextlib.contextmanager
+def fingerprints():
+    """{network: the sum of its trained parameters} of every network trained meanwhile (the synthetic set's
+    and the baselines'), keyed by what it is. The fake data is noise, so the accuracies sit near chance and
+    many networks share one: equal parameters are what shows the processes trained the very networks."""
+    found, real = {}, evaluate.train_network
+
+    def wrapped(images, labels, info, model, protocol, seed, *args, **kwargs):
+        net = real(images, labels, info, model, protocol, seed, *args, **kwargs)
+        found[f"{model} {protocol.name} dsa={protocol.dsa} seed={seed} images={len(images)}"] = float(
+            sum(p.detach().double().sum() for p in net.parameters()))
+        return net
+    evaluate.train_network = scores.train_network = wrapped
+    try:
+        yield found
+    finally:
+        evaluate.train_network = scores.train_network = real
+
+
 def scenarios(rank, world, root, out, port):
     dist = distributed.init(rank, world, torch.device("cpu"), f"file://{out}/rendezvous")
     mine = lambda name: out / (name if rank == 0 else f"{name}-rank1")
     trained = record_calls(suite, "evaluate_network", lambda images, labels, test, model, protocol, seed, *_:
                            [model, protocol.dsa, seed])
-    evaluate_run(mine("eval"), SPEC, cache=mine("baselines"), dist=dist)
+    with fingerprints() as trained_nets:
+        evaluate_run(mine("eval"), SPEC, cache=mine("baselines"), dist=dist)
     networks = list(trained)  # the first scenario's (the later ones train networks of the same seeds)
     seen = []
     evaluate_run(mine("resume"), RESUME, dist=dist, progress=lambda stage, done, total: seen.append(done))
@@ -109,7 +129,7 @@ def scenarios(rank, world, root, out, port):
                 dist=dist)
     dist.close()
     code, printed = evaluate_command(rank, world, port, out / "cli")
-    record = {"networks": networks, "resume_progress": seen, "manifest_writes": len(writes), "experts": experts,
+    record = {"networks": networks, "fingerprints": trained_nets, "resume_progress": seen, "manifest_writes": len(writes), "experts": experts,
               "cli": [code, printed]}
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 
@@ -152,7 +172,9 @@ def run_dir(root, G, proxy, tmp_path_factory):
 def single(root, run_dir, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("single")
-    evaluate_run(copy_run(run_dir, out / "eval"), SPEC, cache=out / "baselines")
+    with fingerprints() as trained:
+        evaluate_run(copy_run(run_dir, out / "eval"), SPEC, cache=out / "baselines")
+    (out / "fingerprints.json").write_text(json.dumps(trained))
     train_buffers(EXPERTS, out / "buf", data=tiny_splits(), progress=False, log=quiet)
     run_compare(grid_spec(root), out / "grid", generator=tiny_generator(), classifier=tiny_proxy(), log=quiet)
     return out
@@ -194,6 +216,11 @@ def test_two_process_evaluation_writes_the_single_process_eval_json(spread, sing
         assert two["models"][name]["accuracies"] == one["models"][name]["accuracies"]  # exactly, in repeat order
         assert len(two["models"][name]["accuracies"]) == 3 and two["models"][name]["wall_s"] > 0
     assert networks(two) == networks(one)  # the no-augmentation networks, the baselines and the scores too
+    # The very networks: each trained once, by one process, to the single process's parameters.
+    ranks = [read(spread / f"rank{r}.json")["fingerprints"] for r in (0, 1)]
+    assert not set(ranks[0]) & set(ranks[1]) and len(ranks[0]) > len(ranks[1]) > 0
+    assert ranks[0] | ranks[1] == read(single / "fingerprints.json")
+    assert len(ranks[0] | ranks[1]) == 3 * 3 + 2 * 3 + 1  # 3 models x 3; random-real, with and without DSA; whole
     assert set(two) == set(one) and files(spread / "eval") == files(single / "eval")
     baselines = [sorted(p.relative_to(d / "baselines") for p in (d / "baselines").rglob("*.json")) for d in (spread, single)]
     assert baselines[0] == baselines[1] and len(baselines[0]) == 2  # random-real and whole-data, cached by rank 0
