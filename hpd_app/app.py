@@ -15,6 +15,13 @@ from .ui import Page
 DELETE_CACHE = (300, 600)
 MAX_UPLOAD = "1mb"  # the page uploads nothing; this bounds what anyone can post to Gradio's upload route
 QUEUE_SIZE = 256    # requests waiting in Gradio's own queue, all users together
+# Gradio's queue wakes every 1 ms while it has nothing to do and its progress loop every 10 ms
+# (Queue.sleep_when_free, progress_update_sleep_when_free on Linux): 6-7% of a core on an idle server here,
+# taken from the runs it serves, every wake-up taking the GIL from their threads. 20 ms delays a request by
+# at most that and 100 ms a progress message, unseen beside the page's 0.5 s poll
+# (bench/bench_idle_queue.py, BENCHMARKS.md "Studio").
+IDLE_WAKE_S = 0.02
+PROGRESS_WAKE_S = 0.1
 
 
 def build_app(runs_dir: str | Path = "runs", *, generator=None, classifier=None, data_root: str | None = None,
@@ -30,8 +37,19 @@ def build_app(runs_dir: str | Path = "runs", *, generator=None, classifier=None,
         page.wire(demo)
         register_api(registry)
     demo.queue(default_concurrency_limit=4, max_size=QUEUE_SIZE)
+    quiet_idle_queue(demo)
     demo.hpd_registry = registry  # for tests and embedding apps
     return demo
+
+
+def quiet_idle_queue(demo: gr.Blocks, wake_s: float = IDLE_WAKE_S, progress_s: float = PROGRESS_WAKE_S) -> None:
+    """Make Gradio's idle queue loops wake every `wake_s` / `progress_s` seconds instead of every 1 / 10 ms.
+    The attributes are Gradio's own (6.x), not public API: a version without them is left as it is, and
+    tests/test_app_api.py fails so that someone looks."""
+    queue = getattr(demo, "_queue", None)
+    for name, floor in (("sleep_when_free", wake_s), ("progress_update_sleep_when_free", progress_s)):
+        if queue is not None and hasattr(queue, name):
+            setattr(queue, name, max(getattr(queue, name), floor))
 
 
 def launch_app(demo: gr.Blocks, runs_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,

@@ -230,3 +230,12 @@ def test_commands_through_the_server_return_at_once_beside_a_slow_step(tmp_path,
         answer, took = timed("/stop", rid, "")
         assert answer == "stopping" and took < 1.0
         wait_for(c, rid, lambda s: s["state"] == "stopped", timeout=2 * STEP_S + 5)
+
+
+def test_the_idle_queue_wakes_every_20_ms_not_every_1(tmp_path):
+    """Gradio's idle queue loops are slowed by setting Gradio's own (non-public) attributes; if a Gradio
+    version renames them this fails, rather than the idle server silently taking 6% of a core again."""
+    from hpd_app import build_app
+    from hpd_app.app import IDLE_WAKE_S, PROGRESS_WAKE_S
+    queue = build_app(tmp_path / "runs")._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (IDLE_WAKE_S, PROGRESS_WAKE_S)

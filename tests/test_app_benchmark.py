@@ -1,6 +1,8 @@
 """Benchmark (skipped unless HPD_BENCH=1): engine steps/s with one and two pages attached and polling vs
 headless, same run config, interleaved; the time from clicking Start to the first image on the page; and
-Compare's two runs stepping in turn vs one after the other.
+Compare's two runs stepping in turn vs one after the other; and what a page costs the server in CPU seconds
+per second (every thread of this process but the runs' and the test's own, read from /proc), a figure the
+machine's load does not move the way it moves steps/s.
 
     HPD_BENCH=1 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -s tests/test_app_benchmark.py
 """
@@ -10,6 +12,7 @@ import json
 import os
 import re
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +27,60 @@ CONFIG = {"method": "pixel", "steps_per_space": 30, "batch_real": 32}
 ROUNDS = int(os.environ.get("HPD_BENCH_ROUNDS", "4"))
 
 pytestmark = pytest.mark.skipif(os.environ.get("HPD_BENCH") != "1", reason="benchmark: set HPD_BENCH=1")
+
+
+def _thread_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of every live thread of this process, by native thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended between listing and reading
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class ServerCpu:
+    """Samples every thread's CPU time while a case runs and splits it into the runs' threads (named
+    "run:..." by RunController), this test's main thread (Playwright's client) and the rest: the server,
+    i.e. Gradio's event loop and workers and our handlers. Threads that end between samples lose at most
+    one interval, so the interval is short (0.2 s; a sample costs ~0.1 ms)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.last, self.kind = interval, {}, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self.kind[t.native_id] = ("run" if t.name.startswith("run:") else
+                                          "test" if t is threading.main_thread() or t is self.thread else "server")
+        self.last.update(_thread_cpu_s())
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self.base, self.t0 = dict(self.last), time.perf_counter()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        self.wall = time.perf_counter() - self.t0
+
+    def per_second(self, kind: str) -> float:
+        """Core-seconds per second spent by the threads of `kind` over the case."""
+        spent = sum(v - self.base.get(tid, 0.0) for tid, v in self.last.items()
+                    if self.kind.get(tid, "server") == kind)
+        return spent / self.wall
 
 
 def headless(run_dir: Path) -> float:
@@ -96,19 +153,28 @@ def test_page_attached_vs_headless(tmp_path):
     from playwright.sync_api import sync_playwright
     runs = tmp_path / "runs"
     rates: dict[str, list[float]] = {}
+    server: dict[str, list[ServerCpu]] = {}
     firsts: list[float] = []
     with served(runs, tmp_path / "gradio") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         niced = p.chromium.launch(executable_path=niced_chromium(tmp_path), args=ARGS, headless=True)
         for k in range(ROUNDS):  # interleaved, so drifting machine load hits every case alike
-            rates.setdefault("headless", []).append(headless(tmp_path / f"headless{k}"))
-            rate, first = one_page(browser, url, runs)
+            with ServerCpu() as cpu:
+                rates.setdefault("headless", []).append(headless(tmp_path / f"headless{k}"))
+            server.setdefault("headless", []).append(cpu)
+            with ServerCpu() as cpu:
+                rate, first = one_page(browser, url, runs)
+            server.setdefault("one page", []).append(cpu)
             rates.setdefault("one page", []).append(rate)
             firsts.append(first)
-            rate, _ = one_page(niced, url, runs)
+            with ServerCpu() as cpu:
+                rate, _ = one_page(niced, url, runs)
+            server.setdefault("one page, browser at nice 19", []).append(cpu)
             rates.setdefault("one page, browser at nice 19", []).append(rate)
             context = browser.new_context(viewport={"width": 1400, "height": 1300})
-            rates.setdefault("two pages", []).append(attached_two(context, url, runs))
+            with ServerCpu() as cpu:
+                rates.setdefault("two pages", []).append(attached_two(context, url, runs))
+            server.setdefault("two pages", []).append(cpu)
             context.close()
         niced.close()
         browser.close()
@@ -118,6 +184,10 @@ def test_page_attached_vs_headless(tmp_path):
     for case, xs in rates.items():
         print(f"{case}: steps/s {[round(x, 3) for x in xs]} median {_median(xs):.3f}, "
               f"ratio to headless {_median(xs) / base:.3f}")
+    print("CPU core-seconds per second over each case (medians; the case spans the page's opening and setup too):")
+    for case, cpus in server.items():
+        cells = ", ".join(f"{kind} {_median([c.per_second(kind) for c in cpus]):.3f}" for kind in ("server", "run", "test"))
+        print(f"  {case}: {cells}")
     print(f"Start -> first image on the page, s {[round(x, 2) for x in firsts]}")
 
 
