@@ -37,7 +37,7 @@ from .distributed import Distributed
 from .export import write_json
 from .provenance import provenance
 from .run import Run, RunConfig
-from .run.config import METHODS, SELECTIONS
+from .run.config import METHODS, SELECTIONS, same_config
 from .run.context import check_distributable
 from .run.spaces import plan_spaces
 from .suite import EVAL_FILE, PARTIAL_FILE, SuiteSpec, eval_seed, evaluate_run
@@ -210,7 +210,7 @@ def folder_state(folder: Path, config: RunConfig) -> str:
         if (folder / "checkpoint.pt").exists() or (folder / "synthetic.pt").exists():
             raise ValueError(f"{folder} holds a run without a readable run.json; delete the folder to run its cell again")
         return "new"  # killed before its first run.json: nothing to keep
-    if saved.get("config") != json.loads(json.dumps(asdict(config))):
+    if not same_config(saved.get("config"), config):
         raise ValueError(f"{folder} holds a different run (other settings); use another --out or delete that folder")
     return "finished" if saved.get("state") == "finished" else "unfinished"
 

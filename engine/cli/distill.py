@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .. import distributed
 from ..data import DatasetError
 from ..run import Run, RunConfig, RunController, SpaceEndEvent, StepEvent
-from ..run.config import field_help
+from ..run.config import field_help, same_config
 from ..run.context import check_distributable
 from ..run.limits import check_device
 from .common import UserError, add_common, apply_threads, fail, resolve_device
@@ -144,7 +144,7 @@ def _already_done(run_dir: Path, config: RunConfig, resuming: bool) -> bool:
         saved = json.loads(meta.read_text()) if meta.is_file() else None
     except json.JSONDecodeError:
         saved = None
-    same = saved is not None and saved.get("config") == json.loads(json.dumps(asdict(config)))
+    same = saved is not None and same_config(saved.get("config"), config)
     if same and saved.get("state") == "finished":
         return True
     if resuming or same:

@@ -2,6 +2,7 @@
 a frozen teacher when the run was given one."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,6 +33,10 @@ class MatchContext:
     the same state on every rank and each class sees the draws it would see in one process. `dist`: the
     processes, for objectives whose classes share a trained network or a student (DC/DSA, TESLA) and
     sum its gradient over them; one process by default.
+
+    `precision`: the run's --precision. Under "bf16" the objectives that honour it (DM, DC/DSA) run the
+    matching network's forward on the real images inside `real_autocast()` and cast what comes out back
+    to float32; the synthetic side, whose gradient reaches the latents, stays float32.
     """
 
     real: RealSampler
@@ -42,6 +47,14 @@ class MatchContext:
     teacher: nn.Module | None = None
     shard: Shard | None = None
     dist: Distributed = field(default_factory=Distributed)
+    precision: str = "fp32"
+
+    def real_autocast(self):
+        """The context the real side's forward runs in: bf16 autocast on the device under --precision bf16,
+        else nothing at all (fp32 takes exactly the code path it took before the flag existed)."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:

@@ -58,7 +58,9 @@ def dc_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
     total = syn.new_zeros(())
     for c, real_c, syn_c in class_pairs(syn, labels, ctx):
         target = torch.full((len(real_c),), c, device=syn.device)
-        g_real = torch.autograd.grad(F.cross_entropy(net(real_c), target), params)
+        with ctx.real_autocast():  # bf16 under --precision bf16; the loss and the matching stay float32
+            real_out = net(real_c)
+        g_real = torch.autograd.grad(F.cross_entropy(real_out.float(), target), params)
         g_syn = torch.autograd.grad(F.cross_entropy(net(syn_c), target[: len(syn_c)]), params, create_graph=True)
         total = total + gradient_distance([g.detach() for g in g_real], g_syn)
     return total

@@ -25,9 +25,11 @@ def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
         real_parts.append(real_c)
         syn_parts.append(syn_c)
     # One forward for all classes: the networks normalise per sample, so batching does not mix classes.
-    with torch.no_grad():
+    # Under --precision bf16 it runs in bf16 autocast and comes back as float32 (a no-op under fp32).
+    with torch.no_grad(), ctx.real_autocast():
         real = torch.cat(real_parts)
-        real_emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)]).split([len(r) for r in real_parts])
+        real_emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)])
+    real_emb = real_emb.float().split([len(r) for r in real_parts])
     syn_emb = net.embed(torch.cat(syn_parts)).split([len(s) for s in syn_parts])
     return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_emb, syn_emb))
 

@@ -1,12 +1,13 @@
 """The configuration of one distillation run: a frozen dataclass, validated before any work starts."""
 from __future__ import annotations
 
+import json
 import math
 import numbers
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 
 from ..data import dataset_info
-from ..evaluate import PROTOCOLS
+from ..evaluate import PRECISIONS, PROTOCOLS
 from ..nets import list_networks
 from ..objectives import get_objective, objective_names
 from ..streams import MAX_SEED
@@ -97,6 +98,10 @@ class RunConfig:
     sg_batch: str = field(default="auto", metadata={
         "help": "generator gradient: auto (by a memory estimate), single (one pass) or chunked (two passes)"})
     sg_chunk: int = field(default=10, metadata={"help": "images per chunk of the chunked scheme"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32 or bf16: bf16 runs the matching network's forward on the real images under bf16 autocast "
+                "(DM's real-side embeddings, DC/DSA's real-batch gradients); the synthetic side and its gradient, "
+                "TESLA and SRe²L stay float32"})
     preview_every: int = field(default=5, metadata={"help": "render preview images every N steps"})
     seed: int = field(default=0, metadata={"help": f"random seed, 0 to {MAX_SEED} (same seed and device, same result)"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
@@ -111,6 +116,8 @@ class RunConfig:
         _choice("selection", self.selection, SELECTIONS, optional=True)
         _choice("init", self.init, INITS, optional=True)
         _choice("sg-batch", self.sg_batch, SG_BATCH)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _choice("eval model", self.eval_model, list_networks())
         _choice("network", self.net, list_networks())
         # The per-space accuracy pick has no teacher to hand to a soft-label protocol (`evaluate` does).
@@ -204,6 +211,24 @@ class RunConfig:
         # Every objective's gradient per image is a mean over the class's (TESLA: the set's) synthetic images,
         # so IPC n moves each image n times less: a rate tuned at IPC 1 is scaled to keep the step per image.
         return lr_w, tuned_rate * self.ipc
+
+
+def config_identity(values: dict | None) -> dict | None:
+    """A config as run.json records it (a dict), reduced to what makes two runs the same run: what resume,
+    `distill` on a finished folder and compare's cells check. A run.json written before --precision existed
+    has no such key and was float32, so precision fp32 is left out on both sides: such a run still counts
+    as this config's."""
+    if values is None:
+        return None
+    values = json.loads(json.dumps(values))
+    if values.get("precision", "fp32") == "fp32":
+        values.pop("precision", None)
+    return values
+
+
+def same_config(saved: dict | None, config: "RunConfig") -> bool:
+    """True if `saved` (run.json's "config") is `config`'s run."""
+    return saved is not None and config_identity(saved) == config_identity(asdict(config))
 
 
 def _choice(what: str, value, valid, optional: bool = False) -> None:
