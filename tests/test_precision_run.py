@@ -136,3 +136,20 @@ def test_bf16_reaches_the_objective_of_a_run(root, tmp_path, G, proxy):
     for run in runs.values():
         run.close()
     assert a != b and abs(a - b) < 0.05 * abs(a)
+
+
+def test_a_killed_bf16_run_resumes_like_an_uninterrupted_one(root, tmp_path, G, proxy):
+    config = tiny_config(root, precision="bf16")
+    whole = Run(config, tmp_path / "whole", generator=G, classifier=proxy)
+    _finish(whole)
+    killed = Run(config, tmp_path / "killed", generator=G, classifier=proxy)
+    for _ in range(4):  # one space and one step of the second, then the process "dies"
+        killed.step()
+    killed.close()
+    saved = json.loads((tmp_path / "killed" / "run.json").read_text())["config"]
+    resumed = Run(RunConfig(**saved), tmp_path / "killed", generator=G, classifier=proxy)  # what --resume does
+    assert resumed.config.precision == "bf16"
+    _finish(resumed)
+    a = torch.load(tmp_path / "whole" / "synthetic.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "synthetic.pt", weights_only=True)
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["ws"], b["ws"])
