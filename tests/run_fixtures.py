@@ -32,3 +32,14 @@ def tiny_config(root: Path, **overrides) -> RunConfig:
     base = dict(data_root=str(root), steps_per_space=3, batch_real=8, distance_real_per_class=5,
                 mean_ws_samples=20, preview_every=2)
     return RunConfig(**(base | overrides))
+
+
+def finished_pixel_run(root: Path, generator, classifier, folder: Path) -> Path:
+    """A finished Pixel run (IPC 2, 2 steps, ConvNet-3) on the fake data in `root`: an evaluable folder."""
+    from engine.run import Run  # the run machinery only where a test needs a run
+    run = Run(tiny_config(root, method="pixel", ipc=2, steps_per_space=2, net="convnet"), folder,
+              generator=generator, classifier=classifier)
+    while run.step():
+        pass
+    run.close()
+    return folder

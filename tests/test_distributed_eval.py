@@ -27,9 +27,8 @@ from engine.compare import CompareSpec, parse_arms, run_compare
 from engine.data import ImageSet
 from engine.data.fashion_mnist import INFO
 from engine.evaluate import get_protocol
-from engine.run import Run
 from engine.suite import EVAL_FILE, PARTIAL_FILE, SuiteSpec, evaluate_run
-from run_fixtures import tiny_config, tiny_generator, tiny_proxy
+from run_fixtures import finished_pixel_run, tiny_generator, tiny_proxy
 
 pytestmark = pytest.mark.dist
 
@@ -159,13 +158,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def run_dir(root, G, proxy, tmp_path_factory):
     """A finished Pixel run (IPC 2) on the fake Fashion-MNIST."""
-    folder = tmp_path_factory.mktemp("runs") / "pixel"
-    run = Run(tiny_config(root, method="pixel", ipc=2, steps_per_space=2, net="convnet"), folder,
-              generator=G, classifier=proxy)
-    while run.step():
-        pass
-    run.close()
-    return folder
+    return finished_pixel_run(root, G, proxy, tmp_path_factory.mktemp("runs") / "pixel")
 
 
 @pytest.fixture(scope="module")

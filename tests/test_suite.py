@@ -10,11 +10,10 @@ from engine.cli import main
 from engine.data import dataset_info
 from engine.evaluate import get_protocol
 from engine.export import write_set
-from engine.run import Run
 from engine.run.export import export_files
 from engine.streams import Streams
 from engine.suite import EVAL_STREAM, PARTIAL_FILE, SuiteSpec, cross_arch, evaluate_run, resolve_models
-from run_fixtures import tiny_config
+from run_fixtures import finished_pixel_run
 
 TWO = ("convnet", "alexnet")
 
@@ -22,13 +21,7 @@ TWO = ("convnet", "alexnet")
 @pytest.fixture(scope="module")
 def run_dir(root, G, proxy, tmp_path_factory):
     """A finished Pixel run (IPC 2) on the fake Fashion-MNIST (conftest's root, G, proxy)."""
-    folder = tmp_path_factory.mktemp("runs") / "pixel"
-    run = Run(tiny_config(root, method="pixel", ipc=2, steps_per_space=2, net="convnet"), folder,
-              generator=G, classifier=proxy)
-    while run.step():
-        pass
-    run.close()
-    return folder
+    return finished_pixel_run(root, G, proxy, tmp_path_factory.mktemp("runs") / "pixel")
 
 
 def _copy_run(run_dir, dest):
