@@ -37,7 +37,11 @@ CASES = {
     "lastdistance": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "last", "preview_every": 10_000}, 10),
     "distance": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "distance", "preview_every": 10_000}, 10),
     "previews": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "distance", "preview_every": 1}, 10),
+    # nodistance with --precision bf16: DM's real side (97% of a step) under bf16 autocast
+    "bf16": ({"method": "hpd", "objective": "dm", "ipc": 1, "selection": "last", "distance": False,
+              "preview_every": 10_000, "precision": "bf16"}, 10),
     "hpd": ({"method": "hpd", "objective": "dm", "ipc": 1}, None),   # None: the whole run
+    "hpd-bf16": ({"method": "hpd", "objective": "dm", "ipc": 1, "precision": "bf16"}, None),
     "glad": ({"method": "glad", "objective": "dm", "ipc": 1}, None),
     "evaluation": ({}, None),
 }
