@@ -35,6 +35,7 @@ class Suite:
     steps_per_space: int           # H-PD's; GLaD and Pixel get the same total (compare's default)
     glad_cuts: tuple[int, ...]     # GLaD's cuts, the best by held-out accuracy per seed
     extra: tuple[str, ...] = ()    # more distill flags (TESLA's buffers and trajectory settings)
+    protocol: str | None = None    # the suite's evaluation protocol; None: --protocol (dc)
 
 
 # Short CPU trajectories: 2 experts x 3 epochs (`python -m engine buffers ... --epochs 3`), so starts <= 2.
@@ -49,6 +50,10 @@ SUITES = {
     "dsa10": Suite("dsa", 10, 2, (1, 3, 5)),
     # A TESLA step at IPC 10 costs ~30-35 s on one CPU thread, so 4 steps per space, not the paper's 100.
     "tesla10": Suite("tesla", 10, 4, (1, 3, 5), TESLA_CPU),
+    # SRe²L (issue 16): the proxy as teacher, evaluated by its relabelling (the teacher's soft labels on
+    # the student's crops); 20 steps per space as DM's, far below SRe²L's 1,000-4,000 iterations.
+    "sre2l1": Suite("sre2l", 1, 20, (1, 3, 5), protocol="sre2l"),
+    "sre2l10": Suite("sre2l", 10, 20, (1, 3, 5), protocol="sre2l"),
 }
 
 
@@ -63,7 +68,7 @@ def compare_argv(suite_name: str, args: argparse.Namespace) -> list[str]:
             # scores each space on them: H-PD's accuracy pick and GLaD's cut pick, never on the test split.
             "--accuracy-pick", "--eval-repeats", "1", "--eval-epochs", str(args.eval_epochs),
             "--preview-every", "10000", *s.extra,
-            "--seeds", args.seeds, "--repeats", str(args.repeats), "--protocol", args.protocol,
+            "--seeds", args.seeds, "--repeats", str(args.repeats), "--protocol", s.protocol or args.protocol,
             "--epochs", str(args.epochs), "--out", str(args.runs / suite_name), "--cache", str(args.cache),
             "--threads", str(args.threads), "--device", args.device, "--test-precision", args.test_precision]
     if args.models:
