@@ -10,6 +10,7 @@ fresh machine continues where the last one committed:
     python bench/bench_results.py --suite dm1 --threads 2               # run (or continue) the suite
     python bench/bench_results.py --suite dm1 --print                   # the compare command it runs
     python bench/bench_results.py --suite dm1 --compare-table           # the suite's compare.md
+    python bench/bench_results.py --suite dm1 --scores --repeats 3 --report   # rewrite it from the cells so far
 
 The per-seed script of sessions 1-6 (one seed, ConvNet-3 only, results in bench/results/results.json) is
 replaced by this one; its results file stays readable:
@@ -116,6 +117,8 @@ def main() -> int:
                         "points and cut the test passes' time 1.8-4x, BENCHMARKS.md)")
     p.add_argument("--print", action="store_true", help="print the compare command and exit")
     p.add_argument("--compare-table", action="store_true", help="print the suite's compare.md and exit")
+    p.add_argument("--report", action="store_true",
+                   help="rewrite the suite's compare.json/compare.md from its finished cells, running nothing")
     p.add_argument("--table", action="store_true", help="print the old per-seed table from --results and exit")
     p.add_argument("--results", type=Path, default=Path("bench/results/results.json"))
     p.add_argument("--seed", type=int, default=0, help="the old table's seed")
@@ -127,7 +130,7 @@ def main() -> int:
         md = args.runs / args.suite / "compare.md"
         print(md.read_text() if md.exists() else f"{md} does not exist yet; run the suite first")
         return 0
-    argv = compare_argv(args.suite, args)
+    argv = compare_argv(args.suite, args) + (["--report-only"] if args.report else [])
     if args.print:
         print(shlex.join([".venv/bin/python", "-m", "engine", *argv]))
         return 0

@@ -344,6 +344,25 @@ def run_compare(spec: CompareSpec, out: str | Path, *, device: str = "cpu", cach
     return dist.from_first(lambda: build_report(spec, out, cells, timings))
 
 
+def report_grid(spec: CompareSpec, out: str | Path, generator=None) -> dict:
+    """compare.json and compare.md written from the cells already in `out`, distilling and evaluating nothing:
+    a grid's figures so far (while its cells run in another process, or after a sub-grid of it ran with
+    fewer arms or models, which rewrites both files in its own terms). Returns compare.json's content.
+    `generator` replaces the one the configs name (tests)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ValueError(f"{out} is not a folder; give the --out of a grid that has run")
+    base = RunConfig(**spec.base)
+    num_cuts = _num_cuts(base, generator) if any(a.method == "pixel" for a in spec.arms) and spec.pixel_steps is None else None
+    cells = plan_cells(spec, out, num_cuts)
+    for cell in cells:  # a folder of other settings is refused, as a run of the grid would refuse it
+        folder_state(cell.folder, cell.config)
+    report = build_report(spec, out, cells, _read_json(out / TIMINGS_FILE) or {})
+    write_json(out / "compare.json", report)
+    (out / "compare.md").write_text(markdown(report))
+    return report
+
+
 def _open_grid(out: Path, cells: list[Cell]) -> dict:
     """The grid's folder made ready, a folder of another run refused before any work; the timings so far."""
     for cell in cells:

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from engine.cli import main
-from engine.compare import (CompareSpec, markdown, paired_difference, parse_arms, run_compare, summarize, t975)
+from engine.compare import (CompareSpec, markdown, paired_difference, parse_arms, report_grid, run_compare, summarize,
+                            t975)
 from engine.evaluate import get_protocol
 from engine.suite import SuiteSpec
 
@@ -62,6 +63,14 @@ def test_two_seed_grid_pairs_by_seed_and_resumes(root, G, proxy, tmp_path):
     md = (out / "compare.md").read_text()
     assert "| hpd-last − pixel | 2 |" in md and "paired t-test" in md and "pixel-seed1" in md
     assert json.loads((out / "compare.json").read_text())["paired"][0]["label"] == "hpd-last − pixel"
+
+    # A sub-grid (one arm, one model: all evaluated, so nothing runs) rewrites the grid's files in its own
+    # terms; --report-only puts the whole grid's back from the cells on disk, running nothing.
+    sub = CompareSpec(base, parse_arms(["hpd"], ["last"]), (0, 1), SuiteSpec(("convnet",), get_protocol("glad", 1), repeats=1))
+    run_compare(sub, out, generator=G, classifier=proxy, log=lambda _: None)
+    assert "| pixel |" not in (out / "compare.md").read_text()
+    assert json.loads(json.dumps(report_grid(spec, out, generator=G))) == json.loads(json.dumps(report))
+    assert (out / "compare.md").read_text() == md
 
 
 def test_paired_difference_by_hand():

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-steps", type=int, default=None,
                    help="Pixel's steps (default: H-PD's total on the generator, the budget GLaD gets too)")
     p.add_argument("--out", type=Path, required=True, help="folder of the grid: one run folder per cell")
+    p.add_argument("--report-only", action="store_true",
+                   help="write compare.json and compare.md from the cells already in --out; run nothing")
     add_suite_arguments(p)
     add_config_arguments(p, SKIP)
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -51,7 +53,7 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import CompareSpec, parse_arms, run_compare
+    from ..compare import CompareSpec, parse_arms, report_grid, run_compare
     from ..run import RunConfig
     from ..run.context import check_distributable
     dist = distributed.Distributed()
@@ -74,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
                           glad_cuts)
         suite = suite_spec(args, info.resolution, config.net)
         spec = CompareSpec(base, arms, tuple(seeds), suite, args.pixel_steps)
+        if args.report_only:
+            if several:
+                raise UserError("--report-only only reads the grid's folders and writes two files; run it "
+                                "without torchrun.")
+            report = report_grid(spec, args.out)
+            print(f"{sum(c['evaluated'] for c in report['cells'])} cells evaluated so far; wrote "
+                  f"{args.out / 'compare.json'} and {args.out / 'compare.md'}")
+            return 0
         check_distributable(config, distributed.world_size())  # every cell's objective: refused by all alike
         device = distributed.process_device(device)
         dist = distributed.from_env(device)
