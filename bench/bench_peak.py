@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data import RealSampler, load_dataset  # noqa: E402
 from engine.nets import get_network  # noqa: E402
+from engine.objectives import dm  # noqa: E402
 from engine.objectives.dm import EMBED_CHUNK  # noqa: E402
 from engine.streams import Streams  # noqa: E402
 
@@ -44,9 +45,8 @@ def matmul_seconds(a: torch.Tensor, b: torch.Tensor, reps: int) -> float:
 
 
 def embed_real(net, real: torch.Tensor, precision: str) -> torch.Tensor:
-    """DM's real side as dm_loss runs it."""
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)]).float()
+    """DM's real side, the engine's own function, under the autocast `--precision` gives it."""
+    return dm.embed_real(net, real, torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"))
 
 
 def embed_seconds(net, real: torch.Tensor, precision: str) -> float:

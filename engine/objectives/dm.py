@@ -18,6 +18,14 @@ class DMParams:
     batch_real: int = 256
 
 
+def embed_real(net, real: torch.Tensor, autocast) -> torch.Tensor:
+    """DM's real side: `net`'s embeddings of `real` in chunks, without autograd, inside `autocast` (the run's
+    precision: bf16 autocast under --precision bf16, else a null context), returned as float32."""
+    with torch.no_grad(), autocast:
+        emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)])
+    return emb.float()  # itself under fp32
+
+
 def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> torch.Tensor:
     """Sum over classes of the squared distance between mean real and mean synthetic embeddings."""
     real_parts, syn_parts = [], []
@@ -25,11 +33,7 @@ def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
         real_parts.append(real_c)
         syn_parts.append(syn_c)
     # One forward for all classes: the networks normalise per sample, so batching does not mix classes.
-    # Under --precision bf16 it runs in bf16 autocast and comes back as float32 (a no-op under fp32).
-    with torch.no_grad(), ctx.real_autocast():
-        real = torch.cat(real_parts)
-        real_emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)])
-    real_emb = real_emb.float().split([len(r) for r in real_parts])
+    real_emb = embed_real(net, torch.cat(real_parts), ctx.real_autocast()).split([len(r) for r in real_parts])
     syn_emb = net.embed(torch.cat(syn_parts)).split([len(s) for s in syn_parts])
     return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_emb, syn_emb))
 
