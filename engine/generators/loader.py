@@ -29,6 +29,20 @@ def check_generator_spec(spec: str) -> None:
     check_checkpoint_file(path)
 
 
+def generator_record(spec: str | None) -> dict:
+    """What a run folder records of its generator, so a result names the exact weights it came from:
+    {"spec", "sha256"} (plus "kimg" for an embedded prior); spec None: handed to the run in-process."""
+    if spec is None or spec == "pixel":  # "pixel": the Pixel method's identity generator, no weights
+        return {"spec": spec, "sha256": None}
+    if spec.startswith(EMBEDDED_PREFIX):
+        from .embedded import prior_asset
+        asset = prior_asset(spec[len(EMBEDDED_PREFIX):])
+        return {"spec": spec, "sha256": asset.sha256, "kimg": asset.kimg}  # the sha256 its loader checks
+    from ..classifiers.assets import file_sha256
+    path = Path(spec)
+    return {"spec": spec, "sha256": file_sha256(path) if path.is_file() else None}
+
+
 def load_generator(spec: str, device: torch.device | str = "cpu") -> LayeredGenerator:
     """"embedded:<dataset>" -> the prior shipped in assets/; a path -> a StyleGAN-XL checkpoint (.pkl)."""
     check_generator_spec(spec)  # the same sentences a server gives before it queues a run

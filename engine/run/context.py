@@ -17,7 +17,7 @@ from ..data import DatasetInfo, ImageSet, RealSampler, dataset_info, holdout_spl
 from ..data.imagenet_subsets import imagenet_indices, subsets
 from ..distance import ClassRelevantDistance
 from ..distributed import Distributed, Shard, check_groups, class_shard
-from ..generators import LayeredGenerator, PixelGenerator, load_generator
+from ..generators import LayeredGenerator, PixelGenerator, generator_record, load_generator
 from ..nets import get_network
 from ..provenance import provenance
 from ..streams import Streams
@@ -63,6 +63,9 @@ class RunContext:
     # are this process's rows of the whole set, `shard` says which and holds the whole set's.
     dist: Distributed = field(default_factory=Distributed)
     shard: Shard | None = None
+    # The generator's weights as run.json records them ({"spec", "sha256"[, "kimg"]}): which prior snapshot
+    # or checkpoint file a result came from, hashed once here like the teacher.
+    generator_weights: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -101,7 +104,8 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
                       method.steps_per_space(config, len(G.layers)), shard.take(labels), shard.take(classes),
                       distance, note, _objective(config, info, sampler, streams, device, classifier, shard, dist),
                       streams, provenance(config.device),
-                      teacher_record(None if classifier is not None else config.classifier_spec), dist, shard)
+                      teacher_record(None if classifier is not None else config.classifier_spec), dist, shard,
+                      generator_record(None if generator is not None else config.generator_spec))
 
 
 def check_distributable(config: RunConfig, world: int) -> None:

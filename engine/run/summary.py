@@ -14,6 +14,7 @@ def summary(ctx: RunContext, st: RunState) -> dict:
         "state": st.status,
         "method": cfg.method,
         "generator": cfg.generator_spec,
+        "generator_weights": ctx.generator_weights,  # the exact snapshot or file (its sha256)
         "cuts": [{"index": c.index, "name": c.name, "shape": list(c.shape)} for c in ctx.G.layers],
         "spaces": [s.to_json() for s in st.spaces],
         "steps_per_space": ctx.steps_per_space,
