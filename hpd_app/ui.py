@@ -33,6 +33,19 @@ SELECTION_LABELS = {"distance": "class-relevant distance", "loss": "loss value",
 ZOOMS = (96, 192, 288)  # px per image the page offers
 
 
+def _channel(targets: list, updates: dict) -> dict:
+    """`updates` (component -> value) as a State's value: positions in `targets`, since a State holds data,
+    not components. A new stamp every time, so that equal updates after a reset still change it (and fire)."""
+    index = {id(c): i for i, c in enumerate(targets)}
+    return {"stamp": time.monotonic_ns(), "updates": {index[id(c)]: u for c, u in updates.items()}}
+
+
+def _unpack(targets: list, channel: dict | None) -> dict:
+    if not channel:
+        return {}
+    return {targets[i]: update for i, update in channel["updates"].items()}
+
+
 def _cell(zoom) -> int:
     """The zoom a request asked for, if the page offers it: a crafted value must not size a picture."""
     try:
@@ -60,6 +73,9 @@ class Page:
         # handler when this changes: every output a handler lists costs Gradio a component's construction
         # per call even when skipped, and these ~30 outputs change only when a run's state does.
         self.pending = gr.State(None)
+        # Likewise the layer panels, the evaluation table and the distance-vs-accuracy chart, which change
+        # when a layer ends or an evaluation lands, not at every poll.
+        self.panels = gr.State(None)
         self.cursor = gr.State(None)  # the scrubbed step's x on the chart, None: no cursor
         gr.Markdown("# H-PD Studio\nWatch Hierarchical Parameterization Distillation optimise synthetic images "
                     "inside a GAN, layer by layer, keeping per layer the latent with the smallest class-relevant "
@@ -370,9 +386,8 @@ class Page:
                 cursor: int | None = None, zoom: int = render.CELL) -> dict:
         """Each panel is redrawn only when what it shows changed (its signature in `seen`)."""
         jobs = self._jobs(browser, watch)
-        out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.layer,
-                                             self.layer_img, self.layer_cam, self.layer_info, self.journey,
-                                             self.scores, self.scrub)}
+        out: dict = {c: gr.skip() for c in (self.status, self.grid_a, self.grid_b, self.chart, self.journey,
+                                             self.scrub)}
         if not jobs:
             return out | {self.seen: gr.skip()}
         seen = dict(seen)
@@ -380,7 +395,10 @@ class Page:
         cell = _cell(zoom)
         self._poll_state(out, seen, jobs, snaps)
         self._poll_watch(out, seen, jobs, snaps, bool(show_cam), cursor, cell)
-        self._poll_layers(out, seen, browser, watch, jobs, snaps, cell)
+        panels: dict = {}
+        self._poll_layers(panels, seen, browser, watch, jobs, snaps, cell)
+        if panels:
+            out[self.panels] = _channel(self._panel_outputs(), panels)
         self._poll_strip(out, seen, jobs[0], snaps[0], bool(diffs), bool(show_cam), cell)
         out[self.seen] = seen
         return out
@@ -403,16 +421,13 @@ class Page:
         if self._changed(seen, "form", [snaps[0].run_id, active]):
             updates |= self._form_lock(active, self._form_of(jobs[0]) if fresh else None)
         if updates:
-            # A new stamp every time, so that equal updates after a reset still change the State (and fire).
-            index = {id(c): i for i, c in enumerate(self._rare())}
-            out[self.pending] = {"stamp": time.monotonic_ns(),
-                                 "updates": {index[id(c)]: u for c, u in updates.items()}}
+            out[self.pending] = _channel(self._rare(), updates)
 
     def on_pending(self, pending: dict | None) -> dict:
-        if not pending:
-            return {}
-        rare = self._rare()
-        return {rare[i]: update for i, update in pending["updates"].items()}
+        return _unpack(self._rare(), pending)
+
+    def on_panels(self, panels: dict | None) -> dict:
+        return _unpack(self._panel_outputs(), panels)
 
     def _poll_watch(self, out: dict, seen: dict, jobs: list, snaps: list, show_cam: bool, cursor, cell: int) -> None:
         """The grids, the timeline, the chart and the scrubber's range."""
@@ -422,9 +437,13 @@ class Page:
             if seen.get(key) != sig:
                 image, seen[f"{key}_note"] = self._grid(job, show_cam, cell)
                 if image is not None:
-                    # An update, not a new gr.Image: a new component would encode the picture as WebP in this
-                    # handler (22 ms of the GIL a time for a 960 px grid); the page's own is PNG.
-                    out[comp] = gr.update(value=image, label=f"{job.snapshot.label}: synthetic images", visible=True)
+                    # A bare value unless the label changes: Gradio turns every update, even gr.update(value=...),
+                    # into a new component whose config (its pydantic schema) it rebuilds under the GIL, ~40 ms
+                    # a time, which the run thread waits for (BENCHMARKS.md, "page attached"). A new gr.Image
+                    # would also encode the picture as WebP here; the page's own is PNG.
+                    label = f"{job.snapshot.label}: synthetic images"
+                    out[comp] = image if not self._changed(seen, f"{key}_label", label) else \
+                        gr.update(value=image, label=label, visible=True)
                     seen[key] = sig
             notes.append(seen.get(f"{key}_note", ""))
         text = "\n\n---\n\n".join(render.timeline(s, self.registry.queue_position(j)) for s, j in zip(snaps, jobs))
@@ -435,8 +454,14 @@ class Page:
         if seen.get("chart") != chart_sig and time.monotonic() - seen.get("chart_t", 0.0) >= CHART_EVERY_S:
             out[self.chart], seen["chart"] = render.chart(snaps, cursor), chart_sig
             seen["chart_t"] = time.monotonic()
-        if snaps[0].previews and self._changed(seen, "scrub", [snaps[0].run_id, len(snaps[0].previews)]):
+        # The scrubber's range is a property (a rebuilt component, see above): widened at most every
+        # CHART_EVERY_S while previews arrive, at once for a new run or one that has ended.
+        scrub_sig = [snaps[0].run_id, len(snaps[0].previews)]
+        settled = snaps[0].state in TERMINAL or (seen.get("scrub") or [None])[0] != snaps[0].run_id
+        if snaps[0].previews and seen.get("scrub") != scrub_sig and (
+                settled or time.monotonic() - seen.get("scrub_t", 0.0) >= CHART_EVERY_S):
             out[self.scrub] = gr.Slider(minimum=1, maximum=max(2, len(snaps[0].previews)), interactive=True)
+            seen["scrub"], seen["scrub_t"] = scrub_sig, time.monotonic()
 
     def _poll_layers(self, out: dict, seen: dict, browser: dict, watch: list, jobs: list, snaps: list,
                      cell: int) -> None:
@@ -597,6 +622,11 @@ class Page:
         """What `pending` may update; it holds their positions here (a State holds data, not components)."""
         return [*self._lockable(), *self._buttons()]
 
+    def _panel_outputs(self) -> list:
+        """What `panels` may update."""
+        return [self.layer, self.layer_img, self.layer_cam, self.layer_info, self.scores, self.dist_acc,
+                self.dist_acc_info]
+
     def _buttons(self) -> list:
         return [self.pause_btn, self.resume_btn, self.step_btn, self.stop_btn, self.export_btn, self.use_layer_btn,
                 self.eval_btn]
@@ -626,12 +656,13 @@ class Page:
                           (self.stop_btn, "stop")):
             btn.click(self.command(name), ids, [self.export_info], concurrency_limit=None, **private)
         self.timer.tick(self.on_poll, ids + [self.seen, self.show_cam, self.journey_diff, self.cursor, self.zoom],
-                        [self.status, self.grid_a, self.grid_b, self.chart, self.layer, self.layer_img, self.layer_cam,
-                         self.layer_info, self.journey, self.scores, self.scrub, self.dist_acc, self.dist_acc_info,
-                         self.seen, self.pending],
+                        [self.status, self.grid_a, self.grid_b, self.chart, self.journey, self.scrub,
+                         self.seen, self.pending, self.panels],
                         concurrency_limit=None, show_progress="hidden", **private)
         self.pending.change(self.on_pending, [self.pending], self._rare(),
                             concurrency_limit=None, show_progress="hidden", **private)
+        self.panels.change(self.on_panels, [self.panels], self._panel_outputs(),
+                           concurrency_limit=None, show_progress="hidden", **private)
         self.layer.input(self.on_show_layer, ids + [self.layer, self.zoom], [self.layer_img, self.layer_cam, self.layer_info],
                           concurrency_id="cam", concurrency_limit=1, show_progress="hidden", **private)
         self.scrub.input(self.on_scrub, ids + [self.scrub, self.zoom], [self.scrub_img, self.scrub_info, self.cursor, self.chart],
