@@ -438,9 +438,9 @@ class Page:
                 image, seen[f"{key}_note"] = self._grid(job, show_cam, cell)
                 if image is not None:
                     # A bare value unless the label changes: Gradio turns every update, even gr.update(value=...),
-                    # into a new component whose config (its pydantic schema) it rebuilds under the GIL, ~40 ms
-                    # a time, which the run thread waits for (BENCHMARKS.md, "page attached"). A new gr.Image
-                    # would also encode the picture as WebP here; the page's own is PNG.
+                    # into a new component whose config (its pydantic schema) it rebuilds under the GIL, which
+                    # the run thread then waits for (BENCHMARKS.md, "Studio, session 10"). A new gr.Image would
+                    # also encode the picture as WebP here; the page's own is PNG.
                     label = f"{job.snapshot.label}: synthetic images"
                     out[comp] = image if not self._changed(seen, f"{key}_label", label) else \
                         gr.update(value=image, label=label, visible=True)
