@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from engine import ErrorEvent, Run, RunController, StateEvent, Turns, dataset_info, resolve_device
+from engine.run import remote
 from engine.run.lock import folder_lock
 
 from . import browse
@@ -45,11 +46,19 @@ MAX_REMEMBERED = 10_000  # released run ids remembered for their owner's message
 @dataclass(frozen=True)
 class Components:
     """Injected into every Run (tests, embedding apps); None loads what the config names. `listeners`
-    are extra event subscribers attached to every run."""
+    are extra event subscribers attached to every run; `own_process=False` keeps runs in the server's
+    threads even when nothing is injected."""
     generator: object | None = None
     classifier: object | None = None
     data_root: str | None = None
     listeners: tuple = ()
+    own_process: bool = True
+
+    @property
+    def separate(self) -> bool:
+        """Whether each run computes in a process of its own (engine.run.remote), away from the server's
+        GIL: unless code was given here (a generator, classifier or listener lives in this process)."""
+        return self.own_process and self.generator is None and self.classifier is None and not self.listeners
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,21 @@ class LiveJob:
         self._paused_since: float | None = None
         self._tensors: dict[object, object] = {}  # "preview" / space index -> normalised CPU images, for CAMs
         self.on_finished: list = []      # called (no arguments) once the run has finished, after the device is freed
-        self.run: Run | None = None
-        self.controller: RunController | None = None
+        self.run: Run | remote.RemoteRun | None = None
+        self.controller: RunController | remote.RemoteController | None = None
         self._new_run()
 
     def _new_run(self) -> None:
         c = self._components
-        run = Run(self.config, self.run_dir, generator=c.generator, classifier=c.classifier, owner=self.owner)
-        for listener in c.listeners:
-            run.bus.subscribe(listener)
+        if c.separate:
+            run = remote.RemoteRun(self.config, self.run_dir, owner=self.owner)
+            controller = remote.RemoteController(run, self._turns)
+        else:
+            run = Run(self.config, self.run_dir, generator=c.generator, classifier=c.classifier, owner=self.owner)
+            for listener in c.listeners:
+                run.bus.subscribe(listener)
+            controller = RunController(run, self._turns)
         run.bus.subscribe(self._on_event)
-        controller = RunController(run, self._turns)
         controller.on_end(self._ended)
         self.run, self.controller = run, controller
 
@@ -180,6 +193,13 @@ class LiveJob:
                     callback()
                 except Exception as exc:  # noqa: BLE001 - a follow-up must not hide the run's own end
                     log.error("run %s: after finishing, %s failed: %s", self.run_id, callback, exc)
+
+    def close(self) -> None:
+        """The job leaves memory: a run in a process of its own lets that process go (at once; a run still
+        going stops between two steps). A run in this process has nothing to let go."""
+        controller = self.controller
+        if isinstance(controller, remote.RemoteController):
+            controller.close(timeout=0)
 
     def suspend(self, message: str) -> None:
         with self._lock:
@@ -327,6 +347,8 @@ class JobRegistry:
         self._housekeeper = threading.Thread(target=self._housekeeping, args=(housekeeping_s,), daemon=True,
                                              name="hpd-housekeeping")
         self._housekeeper.start()
+        if components.separate:
+            remote.warm_up()
 
     @property
     def _idle_release_s(self) -> float:
@@ -346,6 +368,8 @@ class JobRegistry:
         deadline = time.monotonic() + timeout
         for controller in live:
             controller.wait(max(0.0, deadline - time.monotonic()))
+            if isinstance(controller, remote.RemoteController):
+                controller.close(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------ housekeeping
     def _housekeeping(self, every_s: float) -> None:
@@ -390,7 +414,7 @@ class JobRegistry:
             return [self._start_processes(parsed, owner, processes)]
         with self._lock:
             self._check_room(owner, len(parsed))
-            turns = Turns() if len(parsed) > 1 else None
+            turns = (Turns(remote.context() if self.components.separate else None) if len(parsed) > 1 else None)
             jobs = []
             for config in parsed:
                 run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.method}-{secrets.token_hex(3)}"
@@ -584,6 +608,8 @@ class JobRegistry:
 
     def _release(self, run_id: str) -> None:
         gone = self._jobs.pop(run_id)
+        if isinstance(gone, LiveJob):
+            gone.close()
         self._evals.pop(run_id, None)  # its eval.json stays in the folder
         self._released[run_id] = (gone.owner, gone.run_dir.name)
         del self._seen[run_id]

@@ -126,12 +126,14 @@ class Run:
             self.export(st.selected_space)
 
     # ------------------------------------------------------------ commands
+    @property
+    def spaces_done(self) -> int:
+        """How many spaces have finished (safe to read from any thread)."""
+        return self.state.space_index if self.ctx is not None else 0
+
     def check_selectable(self, space: int) -> None:
         """Raise ValueError unless `space` has finished (safe to call from any thread)."""
-        done = self.state.space_index if self.ctx is not None else 0
-        if not 0 <= space < done:
-            raise ValueError(f"space {space} has not finished yet; finished spaces: 0..{done - 1}" if done
-                             else "no space has finished yet")
+        check_selectable(space, self.spaces_done)
 
     def select_layer(self, space: int) -> None:
         """The user's choice of which finished space's images to keep; re-exports if the run is over."""
@@ -213,3 +215,10 @@ def plan_event(ctx: RunContext) -> PlanEvent:
     return PlanEvent(cfg.method, cfg.objective, cfg.selection_basis, cfg.ipc, info.name, tuple(info.class_names),
                      tuple(info.mean), tuple(info.std), spaces, ctx.steps_per_space, ctx.distance is not None,
                      ctx.distance_note)
+
+
+def check_selectable(space: int, done: int) -> None:
+    """Raise ValueError unless `space` is one of the `done` finished spaces."""
+    if not 0 <= space < done:
+        raise ValueError(f"space {space} has not finished yet; finished spaces: 0..{done - 1}" if done
+                         else "no space has finished yet")
