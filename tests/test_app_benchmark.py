@@ -12,14 +12,18 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine import Run, RunController
 from hpd_app.configs import parse_config
+from hpd_app.processjob import config_argv
 from test_app_browser import ARGS, CHROMIUM, configure_small, open_page, pick
 from test_app_fixtures import served
 
@@ -42,11 +46,33 @@ def _thread_cpu_s() -> dict[int, float]:
     return out
 
 
+def _children_cpu_s() -> dict[str, tuple[str, float]]:
+    """CPU seconds of every process descended from this one, by "p<pid>", as ("run", s) for Python
+    processes (the studio's runs, forked from its forkserver) and ("browser", s) for the rest (Chromium
+    and Playwright's driver)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                head, rest = (proc / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            fields = rest.split()
+            stats[int(proc.name)] = (head.split("(", 1)[1], int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    ours, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (_, ppid, _) in stats.items() if ppid in frontier} - ours
+        ours |= frontier
+    return {f"p{pid}": ("run" if stats[pid][0].startswith("python") else "browser", stats[pid][2]) for pid in ours}
+
+
 class ServerCpu:
     """Samples every thread's CPU time while a case runs and splits it into the runs' threads (named
-    "run:..." by RunController), this test's main thread (Playwright's client) and the rest: the server,
-    i.e. Gradio's event loop and workers and our handlers. Threads that end between samples lose at most
-    one interval, so the interval is short (0.2 s; a sample costs ~0.1 ms)."""
+    "run:..." by RunController) and processes (the studio's runs in processes of their own), this test's
+    main thread (Playwright's client), the browser's processes, and the rest: the server, i.e. Gradio's
+    event loop and workers and our handlers. Threads and processes that end between samples lose at most
+    one interval, so the interval is short (0.2 s; a sample costs a few ms)."""
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.last, self.kind = interval, {}, {}
@@ -59,6 +85,8 @@ class ServerCpu:
                 self.kind[t.native_id] = ("run" if t.name.startswith("run:") else
                                           "test" if t is threading.main_thread() or t is self.thread else "server")
         self.last.update(_thread_cpu_s())
+        for key, (kind, spent) in _children_cpu_s().items():
+            self.kind[key], self.last[key] = kind, spent
 
     def _loop(self) -> None:
         while not self.stop.wait(self.interval):
@@ -84,12 +112,14 @@ class ServerCpu:
 
 
 def headless(run_dir: Path) -> float:
-    run = Run(parse_config(CONFIG), run_dir)
-    controller = RunController(run)
-    controller.start()
-    controller.wait()
-    assert run.status == "finished"
-    return run.state.steps_done / run.state.elapsed_s
+    """Engine steps/s of the same run as `python -m engine distill` (what headless is to a user): a
+    process of its own, as the studio's runs are, with what every command sets up (the allocator)."""
+    argv = [sys.executable, "-m", "engine", "distill", *config_argv(parse_config(CONFIG)), "--out", str(run_dir),
+            "--threads", str(torch.get_num_threads())]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["state"] == "finished"
+    return meta["steps_done"] / meta["elapsed_s"]
 
 
 def attached(page, runs: Path) -> tuple[float, float]:
@@ -186,7 +216,8 @@ def test_page_attached_vs_headless(tmp_path):
               f"ratio to headless {_median(xs) / base:.3f}")
     print("CPU core-seconds per second over each case (medians; the case spans the page's opening and setup too):")
     for case, cpus in server.items():
-        cells = ", ".join(f"{kind} {_median([c.per_second(kind) for c in cpus]):.3f}" for kind in ("server", "run", "test"))
+        cells = ", ".join(f"{kind} {_median([c.per_second(kind) for c in cpus]):.3f}"
+                          for kind in ("server", "run", "test", "browser"))
         print(f"  {case}: {cells}")
     print(f"Start -> first image on the page, s {[round(x, 2) for x in firsts]}")
 

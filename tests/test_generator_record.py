@@ -48,3 +48,17 @@ def test_run_json_carries_the_record(tmp_path):
     given.prepare()
     assert given.summary()["generator_weights"] == {"spec": None, "sha256": None}  # handed in-process
     given.close()
+
+
+def test_a_checkpoint_is_hashed_by_the_read_that_loads_it(tmp_path, monkeypatch):
+    from engine.generators import loader
+    from engine.generators.stylegan_xl import load_stylegan_xl
+    trailing = tmp_path / "trailing.pkl"
+    trailing.write_bytes(PKL.read_bytes() + b"bytes after the pickle's end")  # the whole file is what is named
+    G = load_stylegan_xl(trailing, require_conditional=False)
+    assert G.source_sha256 == _sha256(trailing)
+
+    def read_again(path):
+        raise AssertionError(f"{path} read a second time")
+    monkeypatch.setattr("engine.classifiers.assets.file_sha256", read_again)
+    assert loader.generator_record(str(trailing), G) == {"spec": str(trailing), "sha256": _sha256(trailing)}

@@ -109,3 +109,20 @@ def test_a_child_that_dies_is_a_failed_run_whose_folder_resumes(root, tmp_path):
     again.prepare()  # the checkpoint of the finished space is there
     assert again.state.space_index >= 1
     again.close()
+
+
+def test_a_process_that_cannot_start_is_a_failed_run_said_so(root, tmp_path, monkeypatch):
+    class NoFork:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            raise OSError("Cannot allocate memory")
+        exitcode = None
+
+    ctx = remote.context()
+    monkeypatch.setattr(remote, "context", lambda: type("Ctx", (), {"Pipe": ctx.Pipe, "Process": NoFork})())
+    run, controller, events = started(tiny_config(root), tmp_path / "run")
+    assert controller.wait(1) and run.status == "failed"
+    assert events[-1].message == "the run's process could not start (Cannot allocate memory)"
+    assert not (tmp_path / "run").exists()

@@ -29,9 +29,10 @@ def check_generator_spec(spec: str) -> None:
     check_checkpoint_file(path)
 
 
-def generator_record(spec: str | None) -> dict:
+def generator_record(spec: str | None, generator=None) -> dict:
     """What a run folder records of its generator, so a result names the exact weights it came from:
-    {"spec", "sha256"} (plus "kimg" for an embedded prior); spec None: handed to the run in-process."""
+    {"spec", "sha256"} (plus "kimg" for an embedded prior); spec None: handed to the run in-process.
+    `generator`: the one loaded from `spec`; a checkpoint's sha256 is the one its reader hashed as it read."""
     if spec is None or spec == "pixel":  # "pixel": the Pixel method's identity generator, no weights
         return {"spec": spec, "sha256": None}
     if spec.startswith(EMBEDDED_PREFIX):
@@ -39,6 +40,9 @@ def generator_record(spec: str | None) -> dict:
         asset = prior_asset(spec[len(EMBEDDED_PREFIX):])
         return {"spec": spec, "sha256": asset.sha256, "kimg": asset.kimg}  # the sha256 its loader checks
     from ..classifiers.assets import file_sha256
+    known = getattr(generator, "source_sha256", None)
+    if known:
+        return {"spec": spec, "sha256": known}
     path = Path(spec)
     return {"spec": spec, "sha256": file_sha256(path) if path.is_file() else None}
 

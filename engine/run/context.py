@@ -105,7 +105,7 @@ def build_context(config: RunConfig, run_dir: Path, generator: LayeredGenerator 
                       distance, note, _objective(config, info, sampler, streams, device, classifier, shard, dist),
                       streams, provenance(config.device),
                       teacher_record(None if classifier is not None else config.classifier_spec), dist, shard,
-                      generator_record(None if generator is not None else config.generator_spec))
+                      generator_record(None if generator is not None else config.generator_spec, G))
 
 
 def check_distributable(config: RunConfig, world: int) -> None:

@@ -121,8 +121,13 @@ class RemoteController:
         r = self.run
         self._process = ctx.Process(target=_child_main, name=f"run:{r.run_dir.name}", daemon=True, args=(
             r.config, str(r.run_dir), r.owner, theirs, self._turns, paused, self._threads or torch.get_num_threads()))
-        self._process.start()
-        theirs.close()
+        try:
+            self._process.start()
+        except Exception as exc:  # noqa: BLE001 - no forkserver, no memory for a fork: a failed run, said so
+            self._ended(None, f"the run's process could not start ({exc})")
+            return
+        finally:
+            theirs.close()
         self._conn = ours
         self._reader = threading.Thread(target=self._read, name=f"remote:{r.run_dir.name}", daemon=True)
         self._reader.start()
@@ -153,7 +158,7 @@ class RemoteController:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run has ended and every end callback has run; True if it has."""
-        return self._reader is None or self._ended_event.wait(timeout)
+        return self._process is None or self._ended_event.wait(timeout)
 
     def close(self, timeout: float = JOIN_S) -> None:
         """Let the child go: a run still going stops between two steps (its folder keeps the last
@@ -213,13 +218,13 @@ class RemoteController:
         if future is not None:
             future.set_result(value) if ok else future.set_exception(ValueError(value))
 
-    def _ended(self, final: str | None) -> None:
+    def _ended(self, final: str | None, message: str = "") -> None:
         if final is None:  # killed, or out of memory: say so as a local run's failure would
             code = self._process.exitcode
             reason = (f"signal {-code}" if code is not None and code < 0 else f"exit code {code}" if code is not None
                       else "it did not answer")
-            message = (f"the run's process ended unexpectedly ({reason}); its folder keeps every finished layer "
-                       "and the run can be continued from it")
+            message = message or (f"the run's process ended unexpectedly ({reason}); its folder keeps every "
+                                  "finished layer and the run can be continued from it")
             self.run._receive(ErrorEvent(message, "", source="run"), self.run.spaces_done)
             self.run._receive(StateEvent("failed", message), self.run.spaces_done)
             final = "failed"

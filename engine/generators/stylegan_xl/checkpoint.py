@@ -7,6 +7,7 @@ stale kwargs (a 128 px model's synthesis still says img_resolution=16, num_layer
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class Checkpoint:
     config: GeneratorConfig
     state: dict[str, torch.Tensor]
     placeholders: tuple[str, ...]  # globals replaced by inert placeholders (e.g. the discriminator's)
+    sha256: str = ""               # of the whole file, hashed as it was read (run.json records it)
 
 
 def _plain(value: Any) -> Any:
@@ -186,11 +188,42 @@ def _collect(node: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
             _collect(child, f"{prefix}{name}.", out)
 
 
-def _unpickle(path: Path) -> tuple[Any, tuple[str, ...]]:
+class _HashingReader:
+    """A binary file seen through the methods the unpickler reads with (no peek: every byte it takes is
+    consumed, so each passes through the digest once and in order)."""
+
+    def __init__(self, file):
+        self._file, self.digest = file, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._file.read(n)
+        self.digest.update(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        data = self._file.readline(limit)
+        self.digest.update(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self._file.readinto(buffer)
+        self.digest.update(memoryview(buffer)[:n])
+        return n
+
+    def hexdigest(self) -> str:
+        """The whole file's sha256: whatever follows the pickle's end is read through too."""
+        while self.read(1 << 20):
+            pass
+        return self.digest.hexdigest()
+
+
+def _unpickle(path: Path) -> tuple[Any, tuple[str, ...], str]:
+    """(top object, placeholders, the file's sha256) from one read of the file."""
     try:
         with open(path, "rb") as file:
-            reader = SafeUnpickler(file)
-            return reader.load(), tuple(sorted(reader.placeholders))
+            hashing = _HashingReader(file)
+            reader = SafeUnpickler(hashing)
+            return reader.load(), tuple(sorted(reader.placeholders)), hashing.hexdigest()
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except MemoryError:  # an empty message otherwise: say which file and why
@@ -247,7 +280,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read `path` without running any of its code; raises CheckpointError with one sentence on failure."""
     path = Path(path)
     _check_path(path)
-    top, placeholders = _unpickle(path)
+    top, placeholders, sha256 = _unpickle(path)
     g = _g_ema(top, path)
     try:
         config = _generator_config(g)
@@ -255,4 +288,4 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         _collect(g, "", state)
     except (_Unknown, ValueError) as e:
         raise CheckpointError(f"{path} holds an unknown StyleGAN-XL architecture: {e}") from None
-    return Checkpoint(config, state, placeholders)
+    return Checkpoint(config, state, placeholders, sha256)

@@ -49,6 +49,7 @@ def load_stylegan_xl(
         raise CheckpointError(f"{path} holds an unconditional generator (c_dim 0), but a class-conditional one is required")
     model = StyleGANXLGenerator(checkpoint.config, options)
     _load_state(model, checkpoint.state, str(path))
+    model.source_sha256 = checkpoint.sha256  # run.json's generator_weights, without reading the file again
     return model.eval().requires_grad_(False).to(device)
 
 
