@@ -24,7 +24,8 @@ iteration, initialised from real images):
              --repeats 1` (lr 0.01 x0.1 at half, momentum 0.9, wd 5e-4, batch 256, DSA: the same recipe)
 
 `--ours-precision bf16` runs our distillation with `--precision bf16` (the real side under bf16 autocast;
-the reference has float32 only, so the images and steps are equal work, the arithmetic is not).
+the reference has float32 only, so the images and steps are equal work, the arithmetic is not);
+`--ours-compile` adds `--compile` to our DM cases (the first iteration, which compiles, is the warm-up).
 Ours runs without the CAM distance and previews (`--no-distance --preview-every` large): the reference
 measures nothing between iterations either. Each program runs `--iterations` + 1 iterations; the first
 (warm-up, and for ours the space's set-up) is dropped on both sides. The reference's per-iteration time
@@ -261,9 +262,10 @@ def parse_reference(out: str, evaluating: bool) -> dict:
 
 
 def ours_distill_command(objective: str, ipc: int, steps: int, threads: int, out: Path,
-                         precision: str = "fp32") -> list[str]:
+                         precision: str = "fp32", compile_dm: bool = False) -> list[str]:
+    compiled = ["--compile"] if compile_dm and objective == "dm" else []
     return [sys.executable, "-m", "engine", "distill", "--method", "pixel", "--objective", objective,
-            "--precision", precision,
+            "--precision", precision, *compiled,
             "--ipc", str(ipc), "--iterations", str(steps), "--init", "real", "--batch-real", "256",
             "--net", "convnet", "--no-distance", "--preview-every", "1000000", "--dataset", "fashion-mnist",
             "--device", "cpu", "--threads", str(threads), "--seed", "0", "--out", str(out)]
@@ -314,7 +316,7 @@ def run_ours(case: Case, eval_set: Path | None, work: Path, args, log) -> dict:
         result = parse_ours_eval(folder)
     else:
         cmd = ours_distill_command(case.ours_objective, case.ipc, args.iterations[case.key] + 1, args.threads, folder,
-                                   args.ours_precision)
+                                   args.ours_precision, args.ours_compile)
         _, info = run_logged(cmd, ROOT, args.threads, log)
         result = parse_ours_steps(folder)
     shutil.rmtree(folder.parent, ignore_errors=True)
@@ -393,6 +395,8 @@ def main() -> None:
     p.add_argument("--ours-precision", choices=("fp32", "bf16"), default="fp32",
                    help="our distillation's --precision (the reference has only float32: bf16 is not equal work "
                         "in arithmetic, only in images and steps)")
+    p.add_argument("--ours-compile", action="store_true",
+                   help="our DM cases with --compile (the first, compiling iteration is the dropped warm-up)")
     p.add_argument("--fashion-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     p.add_argument("--json", type=Path, default=None, help="write every measurement here")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
@@ -421,7 +425,7 @@ def main() -> None:
                   "edits": edits, "torch": torch.__version__, "python": sys.version.split()[0],
                   "ours": f"H-PD Studio {commit}", "threads": args.threads, "rounds": args.rounds,
                   "iterations": args.iterations, "eval_epochs": args.eval_epochs,
-                  "ours_precision": args.ours_precision, "cases": args.cases,
+                  "ours_precision": args.ours_precision, "ours_compile": args.ours_compile, "cases": args.cases,
                   "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "load_at_start": os.getloadavg()}
         log(json.dumps(header, indent=1))

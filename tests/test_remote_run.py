@@ -97,10 +97,13 @@ def test_two_remote_runs_take_turns_across_processes(root, tmp_path):
 
 
 def test_a_child_that_dies_is_a_failed_run_whose_folder_resumes(root, tmp_path):
-    config = tiny_config(root, steps_per_space=200)
-    run, controller, events = started(config, tmp_path / "run")
+    config = tiny_config(root, steps_per_space=2)
+    run, controller, events = started(config, tmp_path / "run", paused=True)
     ended = []
     controller.on_end(ended.append)
+    until(lambda: run.status == "paused")
+    for _ in range(2):  # the first space's two steps, then killed while paused
+        controller.step_once()
     until(lambda: run.spaces_done >= 1)
     os.kill(controller._process.pid, signal.SIGKILL)
     assert controller.wait(30) and run.status == "failed" and ended == [run]

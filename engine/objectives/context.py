@@ -36,7 +36,8 @@ class MatchContext:
 
     `precision`: the run's --precision. Under "bf16" the objectives that honour it (DM, DC/DSA) run the
     matching network's forward on the real images inside `real_autocast()` and cast what comes out back
-    to float32; the synthetic side, whose gradient reaches the latents, stays float32.
+    to float32; the synthetic side, whose gradient reaches the latents, stays float32. `embed`: under
+    --compile, DM's real-side embedding compiled once for the run (every iteration's fresh network reuses it).
     """
 
     real: RealSampler
@@ -48,6 +49,7 @@ class MatchContext:
     shard: Shard | None = None
     dist: Distributed = field(default_factory=Distributed)
     precision: str = "fp32"
+    embed: Callable | None = None  # embed(net, images): DM's real-side embedding; None: net.embed itself
 
     def real_autocast(self):
         """The context the real side's forward runs in: bf16 autocast on the device under --precision bf16,

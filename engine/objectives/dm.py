@@ -18,12 +18,27 @@ class DMParams:
     batch_real: int = 256
 
 
-def embed_real(net, real: torch.Tensor, autocast) -> torch.Tensor:
+def embed_real(net, real: torch.Tensor, autocast, embed=None) -> torch.Tensor:
     """DM's real side: `net`'s embeddings of `real` in chunks, without autograd, inside `autocast` (the run's
-    precision: bf16 autocast under --precision bf16, else a null context), returned as float32."""
+    precision: bf16 autocast under --precision bf16, else a null context), returned as float32. `embed`:
+    what embeds a chunk (compiled_embed() under --compile); None: `net.embed`."""
     with torch.no_grad(), autocast:
-        emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)])
+        if embed is None:
+            emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)])
+        else:
+            emb = torch.cat([embed(net, chunk) for chunk in real.split(EMBED_CHUNK)])
     return emb.float()  # itself under fp32
+
+
+def _embed(net, x: torch.Tensor) -> torch.Tensor:
+    return net.embed(x)
+
+
+def compiled_embed():
+    """`_embed` through torch.compile, once per run. The network is an argument, so each iteration's fresh
+    network of the same architecture runs the same compiled code (its weights are inputs, not constants);
+    static shapes: every chunk has EMBED_CHUNK images but perhaps the last (one more graph)."""
+    return torch.compile(_embed, dynamic=False)
 
 
 def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> torch.Tensor:
@@ -33,7 +48,8 @@ def dm_loss(syn: torch.Tensor, labels: torch.Tensor, net, ctx: MatchContext) -> 
         real_parts.append(real_c)
         syn_parts.append(syn_c)
     # One forward for all classes: the networks normalise per sample, so batching does not mix classes.
-    real_emb = embed_real(net, torch.cat(real_parts), ctx.real_autocast()).split([len(r) for r in real_parts])
+    real_emb = embed_real(net, torch.cat(real_parts), ctx.real_autocast(), ctx.embed).split(
+        [len(r) for r in real_parts])
     syn_emb = net.embed(torch.cat(syn_parts)).split([len(s) for s in syn_parts])
     return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_emb, syn_emb))
 

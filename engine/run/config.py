@@ -102,6 +102,10 @@ class RunConfig:
         "help": "fp32 or bf16: bf16 runs the matching network's forward on the real images under bf16 autocast "
                 "(DM's real-side embeddings, DC/DSA's real-batch gradients); the synthetic side and its gradient, "
                 "TESLA and SRe²L stay float32"})
+    compile: bool = field(default=False, metadata={
+        "help": "compile DM's real-side embedding network with torch.compile (inductor; needs a C++ compiler): "
+                "the first step pays the compilation (~15-35 s on a 2-core CPU, a few seconds once inductor's "
+                "cache under /tmp has it), later ones run the fused code; rounding differs from eager"})
     preview_every: int = field(default=5, metadata={"help": "render preview images every N steps"})
     seed: int = field(default=0, metadata={"help": f"random seed, 0 to {MAX_SEED} (same seed and device, same result)"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or cuda:N"})
@@ -118,6 +122,8 @@ class RunConfig:
         _choice("sg-batch", self.sg_batch, SG_BATCH)
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.compile and self.objective != "dm":
+            raise ValueError(f"--compile speeds up DM's real side only; drop it for --objective {self.objective}")
         _choice("eval model", self.eval_model, list_networks())
         _choice("network", self.net, list_networks())
         # The per-space accuracy pick has no teacher to hand to a soft-label protocol (`evaluate` does).
@@ -217,12 +223,14 @@ def config_identity(values: dict | None) -> dict | None:
     """A config as run.json records it (a dict), reduced to what makes two runs the same run: what resume,
     `distill` on a finished folder and compare's cells check. A run.json written before --precision existed
     has no such key and was float32, so precision fp32 is left out on both sides: such a run still counts
-    as this config's."""
+    as this config's; likewise compile off (the flag came later still)."""
     if values is None:
         return None
     values = json.loads(json.dumps(values))
     if values.get("precision", "fp32") == "fp32":
         values.pop("precision", None)
+    if not values.get("compile", False):
+        values.pop("compile", None)
     return values
 
 

@@ -189,5 +189,6 @@ def _objective(cfg: RunConfig, info: DatasetInfo, sampler: RealSampler, streams:
         real=sampler, streams=streams, batch_real=cfg.batch_real, dsa=DSAParams() if spec.uses_dsa else None,
         new_net=lambda seed: get_network(cfg.net, info.channels, info.num_classes, info.resolution,
                                          seed=seed).to(device), teacher=given,
-        shard=None if shard.whole else shard, dist=dist, precision=cfg.precision)
+        shard=None if shard.whole else shard, dist=dist, precision=cfg.precision,
+        embed=objectives.dm.compiled_embed() if cfg.compile else None)
     return objectives.build_for_run(cfg, ctx)
