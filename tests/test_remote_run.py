@@ -129,3 +129,21 @@ def test_a_process_that_cannot_start_is_a_failed_run_said_so(root, tmp_path, mon
     assert controller.wait(1) and run.status == "failed"
     assert events[-1].message == "the run's process could not start (Cannot allocate memory)"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_suspended_run_lets_its_process_go_and_continues_in_a_new_one(root, tmp_path):
+    config = tiny_config(root, steps_per_space=2)
+    run, controller, events = started(config, tmp_path / "run", paused=True)
+    until(lambda: run.status == "paused")
+    for _ in range(2):
+        controller.step_once()
+    until(lambda: run.spaces_done >= 1)
+    controller.suspend("the device went to another run")
+    assert controller.wait(30) and run.status == "suspended"
+    controller._process.join(10)
+    assert not controller._process.is_alive()  # nothing to keep: its folder has the checkpoint
+    again, controller2, events2 = started(config, tmp_path / "run")
+    assert controller2.wait(120) and again.status == "finished"
+    assert again.spaces_done == 5 and events2[0].kind.value != "plan"  # continued, not started over
+    assert [e.steps_done for e in events2 if isinstance(e, StepEvent)][0] == 3
+    controller2.close()
