@@ -29,7 +29,7 @@ def test_compile_is_refused_where_it_does_nothing(tmp_path, root):
 @needs_compiler
 def test_the_compiled_embedding_equals_eager_for_fresh_networks(root):
     embed = compiled_embed()
-    images = torch.randn(70, 1, 32, 32)  # a full chunk and a short one
+    images = torch.randn(80, 1, 32, 32)  # a full chunk and a short one, as the run below embeds them
     for seed in (1, 2):  # each iteration's fresh network runs the same compiled code
         net = get_network("convnet", 1, 10, 32, seed=seed).train().requires_grad_(False)
         eager = embed_real(net, images, torch.autocast("cpu", enabled=False))
