@@ -18,6 +18,7 @@ from . import browse, render
 from .bundle import download_copy, download_name
 from .errors import public_snapshot, user_message
 from .evaluation import table as evaluation_table
+from .images import write_once
 from .jobs import JobRegistry
 from .owners import new_token, token_owner, token_problem
 from .previews import open_preview
@@ -436,6 +437,7 @@ class Page:
             sig = [job.run_id, job.snapshot.preview_version, show_cam, cell]
             if seen.get(key) != sig:
                 image, seen[f"{key}_note"] = self._grid(job, show_cam, cell)
+                image = write_once(image, comp.GRADIO_CACHE)
                 if image is not None:
                     # A bare value unless the label changes: Gradio turns every update, even gr.update(value=...),
                     # into a new component whose config (its pydantic schema) it rebuilds under the GIL, which
@@ -485,7 +487,7 @@ class Page:
                snap.preview_version if live else None, cell]
         if self._changed(seen, "journey", sig):
             overlays = self._strip_cams(job) if show_cam and not diffs else None
-            out[self.journey] = render.journey(job.snapshot, diffs, overlays, cell)
+            out[self.journey] = write_once(render.journey(job.snapshot, diffs, overlays, cell), self.journey.GRADIO_CACHE)
 
     def on_evaluate(self, browser: dict, watch: list[str]) -> dict:
         """Evaluate every run on screen (both runs of a comparison): each queued for the device in turn."""
@@ -556,7 +558,8 @@ class Page:
         dist = "" if point is None or point.distance is None else f", distance {point.distance:.4f}"
         layer = snap.layers[space] if space < len(snap.layers) else str(space)
         snaps = [public_snapshot(j.snapshot, self.registry.runs_dir) for j in jobs]
-        return {self.scrub_img: image, self.cursor: x, self.chart: render.chart(snaps, x),
+        return {self.scrub_img: write_once(image, self.scrub_img.GRADIO_CACHE), self.cursor: x,
+                self.chart: render.chart(snaps, x),
                 self.scrub_info: f"Layer {space + 1} of {len(snap.layers)} ({layer}), step {step}{dist}."}
 
     def on_pick_column(self, browser: dict, watch: list[str], zoom: int, evt: gr.SelectData) -> dict:
@@ -582,8 +585,9 @@ class Page:
         cell = _cell(zoom)
         cam, note = self._cam_grid(job, k, snap, cell)
         caption = render.layer_caption(snap, k) + (f"\n\n{note}" if note else "")
-        return {self.layer_img: render.grid(view.images, snap.class_names, snap.ipc, cell), self.layer_cam: cam,
-                self.layer_info: caption}
+        cache = self.layer_img.GRADIO_CACHE
+        return {self.layer_img: write_once(render.grid(view.images, snap.class_names, snap.ipc, cell), cache),
+                self.layer_cam: write_once(cam, cache), self.layer_info: caption}
 
     def on_use_layer(self, browser: dict, watch: list[str], layer: float) -> dict:
         """`layer` as the slider shows it, 1-based."""

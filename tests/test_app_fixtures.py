@@ -28,6 +28,9 @@ def served(runs_dir: Path, temp_dir: Path, **components):
     finally:
         if previous is not None:  # a server started inside another's block leaves the outer one's cache
             os.environ["GRADIO_TEMP_DIR"] = previous
+        # The server's runs stop with it (their processes too), not at the interpreter's exit: a run left
+        # stepping would slow every later test and fail once its temporary folder is gone.
+        demo.hpd_registry.shutdown(timeout=10)
         # demo.close() can hang on open connections; give it a bounded time (as Gradio's own tests do).
         closer = threading.Thread(target=demo.close, daemon=True)
         closer.start()
