@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Callable
 
 from .config import RunConfig
-from .events import ErrorEvent, Event, SpaceEndEvent, StateEvent
+from .events import ErrorEvent, Event, StateEvent
 from .run import check_selectable
 
-# Imported by the forkserver before it forks any run: what every run's set-up would import anyway.
+# Imported by the forkserver before it forks any run: what every run's set-up would import anyway (not
+# engine.cam: grad-cam pulls in OpenCV and SciPy, and the CAMs are the server's).
 PRELOAD = ["engine.run.remote", "engine.run.context", "engine.generators", "engine.classifiers",
-           "engine.objectives", "engine.distance", "engine.cam"]
+           "engine.objectives", "engine.distance"]
 JOIN_S = 10.0  # how long the child gets to exit after its last message before it is called failed
 
 
