@@ -39,10 +39,10 @@ def generator_record(spec: str | None, generator=None) -> dict:
         from .embedded import prior_asset
         asset = prior_asset(spec[len(EMBEDDED_PREFIX):])
         return {"spec": spec, "sha256": asset.sha256, "kimg": asset.kimg}  # the sha256 its loader checks
-    from ..classifiers.assets import file_sha256
     known = getattr(generator, "source_sha256", None)
     if known:
         return {"spec": spec, "sha256": known}
+    from ..classifiers.assets import file_sha256
     path = Path(spec)
     return {"spec": spec, "sha256": file_sha256(path) if path.is_file() else None}
 

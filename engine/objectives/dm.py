@@ -18,20 +18,18 @@ class DMParams:
     batch_real: int = 256
 
 
+def _embed(net, x: torch.Tensor) -> torch.Tensor:
+    return net.embed(x)
+
+
 def embed_real(net, real: torch.Tensor, autocast, embed=None) -> torch.Tensor:
     """DM's real side: `net`'s embeddings of `real` in chunks, without autograd, inside `autocast` (the run's
     precision: bf16 autocast under --precision bf16, else a null context), returned as float32. `embed`:
     what embeds a chunk (compiled_embed() under --compile); None: `net.embed`."""
+    embed = embed or _embed
     with torch.no_grad(), autocast:
-        if embed is None:
-            emb = torch.cat([net.embed(chunk) for chunk in real.split(EMBED_CHUNK)])
-        else:
-            emb = torch.cat([embed(net, chunk) for chunk in real.split(EMBED_CHUNK)])
+        emb = torch.cat([embed(net, chunk) for chunk in real.split(EMBED_CHUNK)])
     return emb.float()  # itself under fp32
-
-
-def _embed(net, x: torch.Tensor) -> torch.Tensor:
-    return net.embed(x)
 
 
 def compiled_embed():
