@@ -28,7 +28,9 @@ def write_once(image: Image.Image | None, cache_dir: str | Path) -> str | None:
     data = buffer.getvalue()
     folder = Path(cache_dir) / f"hpd-{hashlib.sha256(data).hexdigest()}"
     path = folder / "image.png"
-    if not path.exists():
+    try:
+        os.utime(path)  # sent again: made younger than the cache's sweep (delete_cache ages files by time)
+    except FileNotFoundError:
         folder.mkdir(parents=True, exist_ok=True)
         fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.")
         try:

@@ -3,6 +3,7 @@ change each layer made, the timeline's time left."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hpd_app import render
 from hpd_app.snapshot import Snapshot, SpaceView
@@ -129,17 +130,16 @@ def test_the_page_takes_only_the_zooms_it_offers():
     assert {_cell(z) for z in (100_000, -5, 0, None, "288", "x", 96.0)} == {96, 288}
 
 
-def test_page_images_are_written_once_whole(tmp_path):
+def test_page_images_are_written_once_whole(tmp_path, monkeypatch):
     """Gradio 6 rewrites a PIL value's cache file in place each time it is sent, which a second page's poll
     did while another request streamed it; the page sends paths that write_once wrote once, whole."""
     from PIL import Image
     from hpd_app.images import write_once
     image = Image.fromarray(np.arange(64 * 48 * 3, dtype=np.uint8).reshape(64, 48, 3))
     first = write_once(image, tmp_path)
-    stamp = Path(first).stat()
-    assert write_once(image, tmp_path) == first
-    again = Path(first).stat()
-    assert (again.st_ino, again.st_mtime_ns) == (stamp.st_ino, stamp.st_mtime_ns)  # not rewritten
+    with monkeypatch.context() as m:  # sent again: found, never written again
+        m.setattr("hpd_app.images.tempfile.mkstemp", lambda **_: pytest.fail("the image was written again"))
+        assert write_once(image, tmp_path) == first
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(image))
     other = write_once(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), tmp_path)
     assert other != first and not list(tmp_path.rglob(".image.*"))  # no staging file left
