@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import Run, RunController
 from hpd_app.configs import parse_config
 from hpd_app.processjob import config_argv
 from test_app_browser import ARGS, CHROMIUM, configure_small, open_page, pick
@@ -223,28 +222,34 @@ def test_page_attached_vs_headless(tmp_path):
 
 
 def test_compare_interleaved_vs_one_after_the_other(tmp_path):
-    """Compare's two runs (H-PD, GLaD) as the studio queues them, stepping in turn, against the same two
-    runs one after the other: wall time from start to both finished."""
+    """Compare's two runs (H-PD, GLaD) as the studio runs them, each in a process of its own stepping in
+    turn, against the same two runs one after the other: wall time from start to both finished."""
     from engine import Turns
+    from engine.run import remote
     config = {"method": "hpd", "steps_per_space": 4, "batch_real": 32}
     walls: dict[str, list[float]] = {"interleaved": [], "one after the other": []}
+    remote.warm_up()
     for k in range(ROUNDS):
         for mode in walls:
-            runs = [Run(parse_config(config | {"method": m}), tmp_path / f"{mode}-{k}-{m}") for m in ("hpd", "glad")]
+            runs = [remote.RemoteRun(parse_config(config | {"method": m}), tmp_path / f"{mode}-{k}-{m}")
+                    for m in ("hpd", "glad")]
             t0 = time.perf_counter()
             if mode == "interleaved":
-                turns = Turns()
-                controllers = [RunController(r, turns) for r in runs]
+                turns = Turns(remote.context())
+                controllers = [remote.RemoteController(r, turns) for r in runs]
                 for c in controllers:
                     c.start()
                 for c in controllers:
                     c.wait()
             else:
+                controllers = []
                 for r in runs:
-                    c = RunController(r)
-                    c.start()
-                    c.wait()
+                    controllers.append(remote.RemoteController(r))
+                    controllers[-1].start()
+                    controllers[-1].wait()
             walls[mode].append(time.perf_counter() - t0)
+            for c in controllers:
+                c.close()
             assert all(r.status == "finished" for r in runs)
     print(f"\nconfig {config} (GLaD: the same total steps), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"load {os.getloadavg()[0]:.2f}")
