@@ -147,3 +147,46 @@ def test_a_suspended_run_lets_its_process_go_and_continues_in_a_new_one(root, tm
     assert again.spaces_done == 5 and events2[0].kind.value != "plan"  # continued, not started over
     assert [e.steps_done for e in events2 if isinstance(e, StepEvent)][0] == 3
     controller2.close()
+
+
+SERVER = """
+import sys, time
+sys.path[:0] = {paths!r}
+from engine.run import remote
+from run_fixtures import tiny_config
+if __name__ == "__main__":
+    run = remote.RemoteRun(tiny_config({root!r}, steps_per_space=100000), {folder!r})
+    controller = remote.RemoteController(run, threads=1)
+    controller.start()
+    while run.status != "running":
+        time.sleep(0.05)
+    print(controller._process.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_run_does_not_outlive_a_server_killed_outright(root, tmp_path):
+    """SIGKILL leaves the server no time to stop anything: its end of the pipe closes, and the run's
+    process stops by itself between two steps (nothing keeps computing for nobody)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = tmp_path / "server.py"
+    paths = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+    script.write_text(SERVER.format(paths=paths, root=str(root), folder=str(tmp_path / "run")))
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(server.stdout.readline())
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (ProcessLookupError, FileNotFoundError):
+                return True
+            return state == "Z"  # exited, not yet reaped
+        until(gone, 60)
+    finally:
+        server.kill()
