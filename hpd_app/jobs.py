@@ -198,7 +198,7 @@ class LiveJob:
         """The job leaves memory: a run in a process of its own lets that process go (at once; a run still
         going stops between two steps). A run in this process has nothing to let go."""
         controller = self.controller
-        if isinstance(controller, remote.RemoteController):
+        if controller is not None:
             controller.close(timeout=0)
 
     def suspend(self, message: str) -> None:
@@ -368,8 +368,7 @@ class JobRegistry:
         deadline = time.monotonic() + timeout
         for controller in live:
             controller.wait(max(0.0, deadline - time.monotonic()))
-            if isinstance(controller, remote.RemoteController):
-                controller.close(max(0.0, deadline - time.monotonic()))
+            controller.close(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------ housekeeping
     def _housekeeping(self, every_s: float) -> None:

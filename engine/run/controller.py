@@ -116,6 +116,9 @@ class RunController:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def close(self, timeout: float | None = None) -> None:
+        """What RemoteController.close lets go (the run's process); a run in this process holds none."""
+
     # --------------------------------------------------------- run thread
     def _apply(self, fn: Callable, future: Future) -> None:
         if not future.set_running_or_notify_cancel():
