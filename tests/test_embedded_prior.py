@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import json
 
 import pytest
@@ -233,3 +234,28 @@ def test_a_lost_run_folder_continues_from_its_state_file(tmp_path):
     with pytest.raises(ValueError, match="is not a readable prior training state"):
         train_prior(_tiny_cfg(0.064), images, labels, names, tmp_path / "new", cpu, progress=False,
                     log=lambda s: None, state_file=state)
+
+
+def test_annealing_decays_the_rates_at_the_end_and_may_be_added_when_resuming(tmp_path):
+    cfg = replace(_tiny_cfg(0.048), anneal_kimg=0.016)
+    assert [cfg.lr_factor(n) for n in (0, 32, 40, 48)] == pytest.approx([1.0, 1.0, 0.5, 0.0], abs=1e-12)
+    assert "anneal_kimg" not in _tiny_cfg(0.048).to_dict()  # off: the states written before it still match
+    with pytest.raises(ValueError, match="anneal_kimg must be between 0 and kimg"):
+        replace(cfg, anneal_kimg=1.0)
+    assert cli_main(["train-prior", "--out", str(tmp_path / "bad"), "--kimg", "1", "--anneal-kimg", "5"]) == 2
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    images, labels = _tiny_data()
+    names = tuple(str(c) for c in range(10))
+    cpu = torch.device("cpu")
+    quiet = dict(progress=False, log=lambda s: None)
+    train_prior(cfg, images, labels, names, tmp_path / "whole", cpu, **quiet)
+    constant = train_prior(_tiny_cfg(0.048), images, labels, names, tmp_path / "constant", cpu, **quiet)
+    # A constant-rate run stopped before the window, continued with the anneal: the same run as annealed throughout.
+    train_prior(_tiny_cfg(0.032), images, labels, names, tmp_path / "later", cpu, **quiet)
+    resumed = train_prior(cfg, images, labels, names, tmp_path / "later", cpu, **quiet)
+    assert resumed.resumed_from_step == 4 and resumed.steps == constant.steps == 6
+    a, b, c = (load_checkpoint(tmp_path / d) for d in ("whole", "later", "constant"))
+    assert all(torch.equal(v, b["G"][k]) for k, v in a["G"].items())
+    assert not all(torch.equal(v, c["G"][k]) for k, v in a["G"].items())  # the anneal changed the last steps
+    assert b["config"]["anneal_kimg"] == 0.016
+    assert [g["lr"] for g in b["opt_g"]["param_groups"]] == pytest.approx([cfg.lr_g * cfg.lr_factor(40)])

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--r1-gamma", type=float, default=0.1, help="R1 weight")
     parser.add_argument("--ms-weight", type=float, default=1.0, help="mode-seeking weight (0 turns it off)")
     parser.add_argument("--ac-weight", type=float, default=0.5, help="auxiliary class loss weight")
+    parser.add_argument("--anneal-kimg", type=float, default=0.0,
+                        help="over the last this many kimg, decay both learning rates to zero on a half cosine "
+                             "(default 0: constant rates); may be added when resuming")
     parser.add_argument("--export", type=Path, default=None, help="write the EMA generator here when done")
     parser.add_argument("--state-file", type=Path, default=None,
                         help="also keep the training state in this one file (overwritten at every checkpoint; "
@@ -37,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.resume and not (args.out / "checkpoint.pt").is_file() and not (args.state_file and args.state_file.is_file()):
         return fail(f"--resume was given but neither {args.out / 'checkpoint.pt'} nor a --state-file exists")
-    cfg = TrainConfig(dataset=args.dataset, kimg=args.kimg, batch=args.batch, seed=args.seed,
-                      ckpt_kimg=args.ckpt_kimg, r1_gamma=args.r1_gamma, ms_weight=args.ms_weight,
-                      ac_weight=args.ac_weight)
+    try:
+        cfg = TrainConfig(dataset=args.dataset, kimg=args.kimg, batch=args.batch, seed=args.seed,
+                          ckpt_kimg=args.ckpt_kimg, r1_gamma=args.r1_gamma, ms_weight=args.ms_weight,
+                          ac_weight=args.ac_weight, anneal_kimg=args.anneal_kimg)
+    except ValueError as e:  # the settings, before any data is read
+        return fail(f"{e} (check the train-prior options)")
     data = load_dataset(args.dataset, "train", root=args.data_root)
     try:
         result = train_prior(cfg, data.images, data.labels, data.info.class_names, args.out, device,

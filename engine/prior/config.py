@@ -1,6 +1,7 @@
 """The frozen, validated configuration of one prior training run."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from engine.generators.embedded import EmbeddedConfig
@@ -25,6 +26,10 @@ class TrainConfig:
     ms_tau: float = 0.25                   # cap on the rewarded image/z distance ratio
     d_widths: tuple[int, ...] = (32, 64, 128, 128)
     ckpt_kimg: float = 4.0                 # checkpoint (and sample grid) period
+    # Over the last anneal_kimg of the run both learning rates fall to zero on a half cosine: the
+    # constant-rate run's Fréchet distance flattened at 500-659 kimg (BENCHMARKS.md), and a closing
+    # decay is the cheapest change to try before a new discriminator. 0: constant rates, as before.
+    anneal_kimg: float = 0.0
     generator: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
     def __post_init__(self):
@@ -35,6 +40,8 @@ class TrainConfig:
             raise ValueError(f"batch must be an even number >= 2, got {self.batch}")
         if self.kimg <= 0 or self.ckpt_kimg <= 0 or self.ema_kimg <= 0:
             raise ValueError("kimg, ckpt_kimg and ema_kimg must be > 0")
+        if not 0 <= self.anneal_kimg <= self.kimg:
+            raise ValueError(f"anneal_kimg must be between 0 and kimg ({self.kimg}), got {self.anneal_kimg}")
         if self.r1_interval < 1:
             raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
         if not 0 <= self.mixing_prob <= 1:
@@ -50,8 +57,17 @@ class TrainConfig:
     def total_images(self) -> int:
         return int(round(self.kimg * 1000))
 
+    def lr_factor(self, images_seen: int) -> float:
+        """The learning rates' multiplier at `images_seen`: 1, then a half cosine to 0 over the last anneal_kimg."""
+        start = self.total_images - int(round(self.anneal_kimg * 1000))
+        if self.anneal_kimg == 0 or images_seen < start:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (images_seen - start) / (self.total_images - start))))
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        if self.anneal_kimg == 0:  # as before the field existed: earlier states resume unchanged
+            d.pop("anneal_kimg")
         d["d_widths"] = list(self.d_widths)
         d["generator"] = self.generator.to_dict()
         return d

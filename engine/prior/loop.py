@@ -16,8 +16,9 @@ from .export import export_generator
 from .grid import save_grid
 from .trainer import PriorTrainer
 
-# Keys that may change between a run and its resumption: they do not change what a step computes.
-RESUMABLE_CHANGES = {"kimg", "ckpt_kimg"}
+# Keys that may change between a run and its resumption: they do not change what the steps already
+# taken computed (the anneal window lies at the end of the run, which kimg moves too).
+RESUMABLE_CHANGES = {"kimg", "ckpt_kimg", "anneal_kimg"}
 
 
 @dataclass(frozen=True)

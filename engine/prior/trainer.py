@@ -44,6 +44,7 @@ class PriorTrainer:
         # Lazy R1 runs every r1_interval steps; StyleGAN2 rescales D's Adam to keep its dynamics.
         lazy = cfg.r1_interval / (cfg.r1_interval + 1)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * lazy, betas=(0.0, cfg.beta2 ** lazy), eps=1e-8)
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
         self.real = ClassPairSampler(images_u8, labels, gcfg.num_classes)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step_count = 0
@@ -70,6 +71,7 @@ class PriorTrainer:
 
     # --- the step -------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
+        self._set_lrs()
         classes = self._classes()
         c = self._onehot(classes)
         labels = classes.to(self.device)
@@ -80,6 +82,13 @@ class PriorTrainer:
         beta = ema_beta(self.cfg.batch, self.images_seen, self.cfg.ema_kimg, self.cfg.ema_rampup)
         update_ema(self.G_ema, self.G, beta)
         return stats
+
+    def _set_lrs(self) -> None:
+        # From the config, not the optimisers' saved groups: a resumed run follows the schedule it resumes with.
+        factor = self.cfg.lr_factor(self.images_seen)
+        for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
+            for group, base in zip(opt.param_groups, bases):
+                group["lr"] = base * factor
 
     def _d_step(self, c: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
