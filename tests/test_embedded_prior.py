@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 import json
+from dataclasses import replace
 
 import pytest
 import torch

@@ -26,9 +26,8 @@ class TrainConfig:
     ms_tau: float = 0.25                   # cap on the rewarded image/z distance ratio
     d_widths: tuple[int, ...] = (32, 64, 128, 128)
     ckpt_kimg: float = 4.0                 # checkpoint (and sample grid) period
-    # Over the last anneal_kimg of the run both learning rates fall to zero on a half cosine: the
-    # constant-rate run's Fréchet distance flattened at 500-659 kimg (BENCHMARKS.md), and a closing
-    # decay is the cheapest change to try before a new discriminator. 0: constant rates, as before.
+    # Over the last anneal_kimg of the run both learning rates fall to zero on a half cosine (0: constant
+    # rates). Tried against the Fréchet distance's plateau (658.7 -> 700 kimg, BENCHMARKS.md): no better.
     anneal_kimg: float = 0.0
     generator: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
