@@ -72,6 +72,8 @@ def compare_argv(suite_name: str, args: argparse.Namespace) -> list[str]:
             "--seeds", args.seeds, "--repeats", str(args.repeats), "--protocol", s.protocol or args.protocol,
             "--epochs", str(args.epochs), "--out", str(args.runs / suite_name), "--cache", str(args.cache),
             "--threads", str(args.threads), "--device", args.device, "--test-precision", args.test_precision]
+    if args.train_precision != "fp32":  # absent at fp32, so the suites run before the flag keep their command
+        argv += ["--train-precision", args.train_precision]
     if args.models:
         argv += ["--models", args.models]
     if args.scores:
@@ -115,6 +117,9 @@ def main() -> int:
     p.add_argument("--test-precision", default="bf16", choices=("fp32", "bf16"),
                    help="the evaluation's test passes (default bf16: it moved a network's accuracy by at most 0.12 "
                         "points and cut the test passes' time 1.8-4x, BENCHMARKS.md)")
+    p.add_argument("--train-precision", default="fp32", choices=("fp32", "bf16"),
+                   help="the evaluation's training arithmetic (default fp32, as every suite so far; bf16: "
+                        "BENCHMARKS.md, \"Evaluation training in bf16\")")
     p.add_argument("--print", action="store_true", help="print the compare command and exit")
     p.add_argument("--compare-table", action="store_true", help="print the suite's compare.md and exit")
     p.add_argument("--report", action="store_true",

@@ -43,8 +43,11 @@ class EvalProtocol:
     temperature: float = relabel.TEMPERATURE
     # The arithmetic of the test passes: under bf16 autocast the test pass took 1.8-4.2x less time on
     # this CPU (AVX-512 bf16; ViT the most) and the same trained network's test accuracy moved by at
-    # most 0.12 points (BENCHMARKS.md, "Evaluation test passes in bf16"). Training stays float32.
+    # most 0.12 points (BENCHMARKS.md, "Evaluation test passes in bf16").
     test_precision: str = "fp32"
+    # The arithmetic of training's forward and loss (bf16: autocast; weights, gradients and the optimiser
+    # stay float32). Its paired accuracy check is in BENCHMARKS.md, "Evaluation training in bf16".
+    train_precision: str = "fp32"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -55,6 +58,9 @@ class EvalProtocol:
             raise ValueError(f"the soft-label temperature must be positive, got {self.temperature}")
         if self.test_precision not in PRECISIONS:
             raise ValueError(f"--test-precision must be one of {', '.join(PRECISIONS)}, got {self.test_precision!r}")
+        if self.train_precision not in PRECISIONS:
+            raise ValueError(f"--train-precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.train_precision!r}")
 
     def without_augmentation(self) -> "EvalProtocol":
         """The same recipe on the images as they are (DD-Ranking's ARS trains each set once this way too)."""
@@ -68,8 +74,9 @@ class EvalProtocol:
         if not self.soft_labels and not self.crop_flip:
             for name in ("crop_flip", "soft_labels", "temperature"):
                 data.pop(name)
-        if self.test_precision == "fp32":  # as before the field existed: earlier results still match
-            data.pop("test_precision")
+        for name in ("test_precision", "train_precision"):
+            if data[name] == "fp32":  # as before the field existed: earlier results still match
+                data.pop(name)
         return data
 
 
@@ -82,12 +89,14 @@ PROTOCOLS = {
 }
 
 
-def get_protocol(name: str, epochs: int | None = None, test_precision: str | None = None) -> EvalProtocol:
+def get_protocol(name: str, epochs: int | None = None, test_precision: str | None = None,
+                 train_precision: str | None = None) -> EvalProtocol:
     if name not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[name]
     protocol = replace(protocol, epochs=epochs) if epochs else protocol
-    return replace(protocol, test_precision=test_precision) if test_precision else protocol
+    protocol = replace(protocol, test_precision=test_precision) if test_precision else protocol
+    return replace(protocol, train_precision=train_precision) if train_precision else protocol
 
 
 @dataclass
@@ -237,7 +246,9 @@ def _train_epoch(net, opt, images, labels, protocol: EvalProtocol, dsa, gen: tor
         if protocol.crop_flip:
             x = relabel.crop_flip(x, gen)
         opt.zero_grad(set_to_none=True)
-        loss_fn(net(x), x, labels[idx]).backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=protocol.train_precision == "bf16"):
+            loss = loss_fn(net(x), x, labels[idx])
+        loss.backward()
         opt.step()
 
 

@@ -181,3 +181,42 @@ def test_test_precision_is_validated_recorded_and_honoured(run_dir, tmp_path):
     assert ev["protocol"]["test_precision"] == "bf16" and ev["key"]["protocol"]["test_precision"] == "bf16"
     bad = engine_cli("evaluate", str(folder), "--model", "convnet", "--test-precision", "half")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_train_precision_is_validated_recorded_and_honoured(run_dir, tmp_path):
+    from engine.evaluate import train_network
+    from engine.nets import get_network
+    with pytest.raises(ValueError, match="--train-precision must be one of fp32, bf16"):
+        get_protocol("dc", 1, train_precision="fp16")
+    assert "train_precision" not in get_protocol("dc", 1).to_json()  # fp32: the key of earlier results
+    assert get_protocol("dc", 1, train_precision="bf16").to_json()["train_precision"] == "bf16"
+    # Honoured: under bf16 the training forward runs in bf16 while the weights stay float32; under fp32
+    # it is float32 throughout and the network is the one a protocol without the field trains.
+    info = dataset_info("fashion-mnist")
+    x, y = torch.randn(20, 1, 32, 32), torch.arange(10).repeat(2)
+    trained = {}
+    for precision in ("fp32", "bf16"):
+        seen = []
+        original = get_network("convnet", 1, 10, 32, seed=0)
+        hook = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: seen.append(o.dtype) if m.__class__.__name__ == "Linear" else None)
+        try:
+            net = train_network(x, y, info, "convnet", get_protocol("dc", 2, train_precision=precision), 0, "cpu")
+        finally:
+            hook.remove()
+        assert set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+        assert not torch.equal(next(net.parameters()), next(original.parameters()))  # it trained
+        trained[precision] = net
+    plain = train_network(x, y, info, "convnet", get_protocol("dc", 2), 0, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), trained["fp32"].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(plain.parameters(), trained["bf16"].parameters()))
+    # Recorded: eval.json's protocol and cache key say bf16; a bad value is refused with exit 2.
+    folder = _copy_run(run_dir, tmp_path / "t")
+    res = engine_cli("evaluate", str(folder), "--model", "convnet", "--repeats", "1", "--epochs", "1",
+                     "--train-precision", "bf16", "--threads", "1")
+    assert res.returncode == 0, res.stderr
+    ev = json.loads((folder / "eval.json").read_text())
+    assert ev["protocol"]["train_precision"] == "bf16" and ev["key"]["protocol"]["train_precision"] == "bf16"
+    bad = engine_cli("evaluate", str(folder), "--model", "convnet", "--train-precision", "half")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

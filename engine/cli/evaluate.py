@@ -33,7 +33,10 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the protocol's, 1000)")
     p.add_argument("--test-precision", choices=("fp32", "bf16"), default=None,
                    help="arithmetic of the test passes (default fp32; bf16: autocast, 1.8-4x faster here, a "
-                        "network's accuracy within 0.12 points: BENCHMARKS.md); training stays fp32")
+                        "network's accuracy within 0.12 points: BENCHMARKS.md)")
+    p.add_argument("--train-precision", choices=("fp32", "bf16"), default=None,
+                   help="arithmetic of the training's forward and loss (default fp32; bf16: autocast, weights and "
+                        "optimiser in fp32; its paired check: BENCHMARKS.md, \"Evaluation training in bf16\")")
     p.add_argument("--teacher", default=None,
                    help="classifier spec of the sre2l protocol's teacher (default: the one the run's folder records, "
                         "its --classifier)")
@@ -68,7 +71,8 @@ def suite_spec(args: argparse.Namespace, resolution: int, backbone: str) -> Suit
         scored = resolve_models(split_list(args.score_models, "--score-models"), resolution)
     else:
         scored = (backbone,) if backbone in models else models[:1]
-    protocol = get_protocol(args.protocol, args.epochs, getattr(args, "test_precision", None))
+    protocol = get_protocol(args.protocol, args.epochs, getattr(args, "test_precision", None),
+                            getattr(args, "train_precision", None))
     return SuiteSpec(models, protocol, args.repeats, getattr(args, "seed", None),
                      scored if args.scores else (), args.whole_epochs, args.whole_repeats, args.teacher)
 
