@@ -173,13 +173,18 @@ def test_test_precision_is_validated_recorded_and_honoured(run_dir, tmp_path):
     assert seen == [torch.float32] * 2 + [torch.bfloat16] * 2
     assert abs(a32 - a16) <= 2 / 64
     # Recorded: eval.json's protocol says bf16, and an fp32 evaluation of the same set is a different result.
-    folder = _copy_run(run_dir, tmp_path / "p")
+    _assert_cli_records_bf16(_copy_run(run_dir, tmp_path / "p"), "test_precision")
+
+
+def _assert_cli_records_bf16(folder, field):
+    """`evaluate --FLAG bf16` writes the field into eval.json's protocol and its key; a bad value exits 2."""
+    flag = "--" + field.replace("_", "-")
     res = engine_cli("evaluate", str(folder), "--model", "convnet", "--repeats", "1", "--epochs", "1",
-                     "--test-precision", "bf16", "--threads", "1")
+                     flag, "bf16", "--threads", "1")
     assert res.returncode == 0, res.stderr
     ev = json.loads((folder / "eval.json").read_text())
-    assert ev["protocol"]["test_precision"] == "bf16" and ev["key"]["protocol"]["test_precision"] == "bf16"
-    bad = engine_cli("evaluate", str(folder), "--model", "convnet", "--test-precision", "half")
+    assert ev["protocol"][field] == "bf16" and ev["key"]["protocol"][field] == "bf16"
+    bad = engine_cli("evaluate", str(folder), "--model", "convnet", flag, "half")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
@@ -212,11 +217,4 @@ def test_train_precision_is_validated_recorded_and_honoured(run_dir, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), trained["fp32"].parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(plain.parameters(), trained["bf16"].parameters()))
     # Recorded: eval.json's protocol and cache key say bf16; a bad value is refused with exit 2.
-    folder = _copy_run(run_dir, tmp_path / "t")
-    res = engine_cli("evaluate", str(folder), "--model", "convnet", "--repeats", "1", "--epochs", "1",
-                     "--train-precision", "bf16", "--threads", "1")
-    assert res.returncode == 0, res.stderr
-    ev = json.loads((folder / "eval.json").read_text())
-    assert ev["protocol"]["train_precision"] == "bf16" and ev["key"]["protocol"]["train_precision"] == "bf16"
-    bad = engine_cli("evaluate", str(folder), "--model", "convnet", "--train-precision", "half")
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    _assert_cli_records_bf16(_copy_run(run_dir, tmp_path / "t"), "train_precision")
