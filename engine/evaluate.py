@@ -56,11 +56,11 @@ class EvalProtocol:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose warmup_cosine or step")
         if not self.temperature > 0:
             raise ValueError(f"the soft-label temperature must be positive, got {self.temperature}")
-        if self.test_precision not in PRECISIONS:
-            raise ValueError(f"--test-precision must be one of {', '.join(PRECISIONS)}, got {self.test_precision!r}")
-        if self.train_precision not in PRECISIONS:
-            raise ValueError(f"--train-precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.train_precision!r}")
+        for name in ("test_precision", "train_precision"):
+            value = getattr(self, name)
+            if value not in PRECISIONS:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be one of {', '.join(PRECISIONS)}, got {value!r}")
 
     def without_augmentation(self) -> "EvalProtocol":
         """The same recipe on the images as they are (DD-Ranking's ARS trains each set once this way too)."""
