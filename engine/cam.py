@@ -15,9 +15,10 @@ def cam_heatmaps(proxy: ProxyClassifier, images_pm1: torch.Tensor, labels: torch
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= proxy.num_classes):
         # grad-cam's context manager swallows IndexError; check the targets ourselves.
         raise ValueError(f"labels must lie in 0..{proxy.num_classes - 1}")
-    # The proxy is frozen, so only an input that requires grad gives the logits a gradient to follow.
-    x = images_pm1.detach().float().requires_grad_(True)
-    with LayerCAM(model=proxy, target_layers=[proxy.cam_layer]) as cam:
+    # The proxy is frozen: the leaf made at the CAM layer gives the logits a gradient to follow, and the
+    # backward stops there (entered before LayerCAM, so its hooks see the leaf).
+    x = images_pm1.detach().float()
+    with proxy.cam_layer_as_leaf(), LayerCAM(model=proxy, target_layers=[proxy.cam_layer]) as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in labels])
     proxy.zero_grad(set_to_none=True)
     return maps

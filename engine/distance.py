@@ -17,27 +17,16 @@ def class_relevant_features(proxy: ProxyClassifier, images: torch.Tensor, labels
                             batch: int = 256) -> torch.Tensor:
     """A * ReLU(dlogit_y/dA) for every image ([-1, 1] range), shape [N, C, h, w].
 
-    Only the head above the CAM layer is differentiated: the layer's output is handed on as a leaf of its
-    own graph, so nothing below it records a graph and the backward never runs through the backbone's
-    convolutions (with the input requiring grad it did, for a gradient nobody reads: half the cost of
-    the real side's features at every run's start and of the synthetic side's at every step)."""
-    leaves: list[torch.Tensor] = []
-
-    def as_leaf(module, inputs, output):
-        leaves.append(output.detach().requires_grad_(True))
-        return leaves[-1]
-
+    Only the head above the CAM layer is differentiated (`ProxyClassifier.cam_layer_as_leaf`): with the
+    input requiring grad the backward ran through the backbone's convolutions, half the cost of the real
+    side's features at every run's start and of the synthetic side's at every step."""
     out = []
-    handle = proxy.cam_layer.register_forward_hook(as_leaf)
-    try:
-        with torch.enable_grad():
-            for x, y in zip(images.split(batch), labels.split(batch)):
-                leaves.clear()
-                logits = proxy(x.detach())
-                (grad,) = torch.autograd.grad(logits.gather(1, y.view(-1, 1)).sum(), leaves[0])
-                out.append((leaves[0].detach() * grad.clamp(min=0)).to(images.device))
-    finally:
-        handle.remove()
+    with proxy.cam_layer_as_leaf() as leaves, torch.enable_grad():
+        for x, y in zip(images.split(batch), labels.split(batch)):
+            leaves.clear()
+            logits = proxy(x.detach())
+            (grad,) = torch.autograd.grad(logits.gather(1, y.view(-1, 1)).sum(), leaves[0])
+            out.append((leaves[0].detach() * grad.clamp(min=0)).to(images.device))
     return torch.cat(out)
 
 

@@ -47,3 +47,19 @@ def test_leaves_no_hook_and_no_parameter_gradient():
     with torch.no_grad():  # a caller's no_grad (a preview under no_grad) does not switch the gradient off
         again = class_relevant_features(proxy, x, y)
     torch.testing.assert_close(again, class_relevant_features(proxy, x, y))
+
+
+def test_cam_heatmaps_are_layercam_of_the_same_features():
+    """The page's CAM (grad-cam's LayerCAM, its backward stopped at the CAM layer) is the channel sum of
+    the definition's features, ReLU'd and min-max scaled per image at the input's size as grad-cam does."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    from engine.cam import cam_heatmaps
+    for proxy in (load_classifier("embedded:fashion-mnist", "cpu"), tiny_proxy()):
+        x, y = _images(6, seed=2)
+        cam = by_definition(proxy, x, y).sum(1).clamp(min=0).numpy()
+        expected = scale_cam_image(scale_cam_image(cam, (32, 32)))
+        got = cam_heatmaps(proxy, x, y)
+        assert got.shape == (6, 32, 32) and got.max() > 0.99
+        torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected), rtol=0, atol=1e-5)
+        assert not proxy.cam_layer._forward_hooks and all(p.grad is None for p in proxy.parameters())

@@ -1,7 +1,8 @@
 """The frozen classifier H-PD's CAM distance (eq. 6) reads: [-1, 1] images in, logits out."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,23 @@ class ProxyClassifier(nn.Module):
     @property
     def cam_layer(self) -> nn.Module:
         return self.backbone.get_submodule(self.cam_layer_name)
+
+    @contextmanager
+    def cam_layer_as_leaf(self) -> Iterator[list[torch.Tensor]]:
+        """While open, the CAM layer's output is handed on as a leaf of its own graph (appended to the
+        yielded list, one per forward): a backward from the logits stops there, never running through the
+        frozen convolutions below it for an input gradient nobody reads."""
+        leaves: list[torch.Tensor] = []
+
+        def as_leaf(module, inputs, output):
+            leaves.append(output.detach().requires_grad_(True))
+            return leaves[-1]
+
+        handle = self.cam_layer.register_forward_hook(as_leaf)
+        try:
+            yield leaves
+        finally:
+            handle.remove()
 
     @property
     def num_classes(self) -> int:
