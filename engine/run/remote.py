@@ -269,7 +269,8 @@ def _child_main(config: RunConfig, run_dir: str, owner: str | None, conn, turns,
     told = False
     while True:
         if ended.is_set() and not told:
-            told = _tell(send, ("end", run.status))
+            _tell(send, ("end", run.status))
+            told = True  # once: a parent that has gone cannot be told again either
             if run.status == "suspended":
                 break
         try:
@@ -288,13 +289,12 @@ def _child_main(config: RunConfig, run_dir: str, owner: str | None, conn, turns,
     conn.close()
 
 
-def _tell(send: Callable[[tuple], None], message: tuple) -> bool:
-    """Send, whether or not the parent is still there to read it; True (it has been told if it can be)."""
+def _tell(send: Callable[[tuple], None], message: tuple) -> None:
+    """Send, whether or not the parent is still there to read it (a closed pipe is not the child's error)."""
     try:
         send(message)
     except (OSError, ValueError):
         pass
-    return True
 
 
 def _apply(controller, message: tuple, send: Callable[[tuple], None]) -> None:
