@@ -1,5 +1,7 @@
 """Evaluating a run's exported set from the page: the engine's suite (engine/suite.py), queued for the
-device like a run, on a thread of its own; its progress and result are an immutable EvalStatus.
+device like a run, in a child process of its own (as runs are, engine/run/remote.py: its training never
+competes with the server's handlers for the GIL, and a crash or an out-of-memory kill of it fails this
+evaluation, not the server); its progress and result are an immutable EvalStatus.
 
 The result is the folder's eval.json, so a reopened folder shows it again, and an evaluation of an earlier
 export (a different synthetic.pt) is reported as stale rather than shown as this set's.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from engine.nets import list_networks
 from engine.suite import EVAL_FILE, SuiteSpec, evaluate_run, resolve_models
 
 from .errors import log
+
+JOIN_S = 10.0  # how long a child that has answered gets to exit
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,14 @@ def read_result(folder: Path) -> EvalStatus | None:
 class EvalJob:
     """One exported set's evaluation; `launch` is called by the device queue when the device is free."""
 
-    def __init__(self, folder: Path, device: str, spec: SuiteSpec, queue, data_root: str | None = None):
+    def __init__(self, folder: Path, device: str, spec: SuiteSpec, queue, data_root: str | None = None,
+                 threads: int | None = None):
+        """`threads`: the child's torch threads (default: this process's)."""
         self.folder, self.device, self.spec = Path(folder), device, spec
-        self._queue, self._data_root = queue, data_root
+        self._queue, self._data_root, self._threads = queue, data_root, threads
         self._status = EvalStatus("queued")
         self._lock = threading.Lock()
+        self._process = None
 
     @property
     def status(self) -> EvalStatus:
@@ -84,20 +92,81 @@ class EvalJob:
         self._set(state="running")
         threading.Thread(target=self._work, name=f"eval:{self.folder.name}", daemon=True).start()
 
-    def _progress(self, stage: str, done: int, total: int) -> None:
-        if stage == "suite":
-            self._set(done=done, total=total)
+    def stop(self) -> None:
+        """End the child (the server is closing); eval.partial.json keeps every finished model."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.terminate()
 
     def _work(self) -> None:
+        """Start the child and follow it until it answers or dies; the device is released either way."""
+        import torch
+
+        from engine.run.remote import context
+
         try:
-            result = evaluate_run(self.folder, self.spec, device=self.device, data_root=self._data_root,
-                                  progress=self._progress)
-            self._set(state="done", result=result, done=self._status.total)
-        except Exception as exc:  # noqa: BLE001 - the page shows one sentence; the log has the rest
-            log.exception("evaluation of %s failed", self.folder)
-            self._set(state="failed", message=str(exc).split("\n")[0])
+            ctx = context()
+            ours, theirs = ctx.Pipe(duplex=False)
+            self._process = ctx.Process(target=_evaluate_in_child, name=f"eval:{self.folder.name}", daemon=True,
+                                        args=(str(self.folder), self.spec, self.device, self._data_root,
+                                              self._threads or torch.get_num_threads(), theirs))
+            self._process.start()
+            theirs.close()
+            self._follow(ours)
+        except Exception as exc:  # noqa: BLE001 - no forkserver, no memory for a fork: one sentence
+            log.exception("evaluation of %s could not run", self.folder)
+            self._set(state="failed", message=f"the evaluation's process could not start ({exc})")
         finally:
             self._queue.release(self)
+
+    def _follow(self, conn) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "progress":
+                self._set(done=message[1], total=message[2])
+            elif message[0] == "done":
+                self._set(state="done", result=message[1], done=self._status.total)
+                break
+            else:  # ("failed", sentence, traceback)
+                log.error("evaluation of %s failed:\n%s", self.folder, message[2])
+                self._set(state="failed", message=message[1])
+                break
+        conn.close()
+        self._process.join(JOIN_S)
+        if self._process.is_alive():  # answered but not exiting: it has nothing left to do
+            self._process.terminate()
+            self._process.join(JOIN_S)
+        if self._status.state == "running":  # the child died without a word: killed, out of memory, a crash
+            self._set(state="failed", message=f"the evaluation's process ended unexpectedly (exit code "
+                                              f"{self._process.exitcode}); press Evaluate to resume it from its "
+                                              "last finished model")
+
+
+def _evaluate_in_child(folder: str, spec: SuiteSpec, device: str, data_root: str | None, threads: int, conn) -> None:
+    """The child: the suite, its progress and its end sent up the pipe. A parent gone makes the next send
+    fail, which ends the evaluation (the partial file keeps what was finished)."""
+    import torch
+
+    from engine.runtime import tune_allocator
+
+    tune_allocator()
+    torch.set_num_threads(threads)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "suite":
+            conn.send(("progress", done, total))
+
+    try:
+        conn.send(("done", evaluate_run(folder, spec, device=device, data_root=data_root, progress=progress)))
+    except (BrokenPipeError, EOFError):
+        pass
+    except Exception as exc:  # noqa: BLE001 - the page shows one sentence; the server's log has the rest
+        conn.send(("failed", str(exc).split("\n")[0], traceback.format_exc()))
+    finally:
+        conn.close()
 
 
 def verdict(a: dict, b: dict, label_a: str, label_b: str) -> str:

@@ -363,6 +363,10 @@ class JobRegistry:
             processes = [j for j in self._jobs.values() if isinstance(j, ProcessJob) and j.active]
         for job in processes:  # torchrun and its workers are in sessions of their own: they would outlive us
             job.stop()
+        with self._lock:
+            evaluations = list(self._evals.values())
+        for ejob in evaluations:
+            ejob.stop()
         for controller in live:
             controller.stop()
         deadline = time.monotonic() + timeout

@@ -183,3 +183,51 @@ def test_one_owner_holds_a_bounded_number_of_evaluations_and_asking_twice_queues
         wait(lambda: all(reg.evaluation(r, "me").state == "done" for r in ids[:2]))
     finally:
         reg.shutdown()
+
+
+def test_an_evaluation_runs_in_a_child_whose_death_fails_it_and_frees_the_device(tmp_path):
+    """Killed mid-way (as the kernel's out-of-memory killer would), the child takes only its evaluation
+    down: the server says so in one sentence, the device is free, and Evaluate again resumes and finishes."""
+    import os
+    import signal
+
+    components = Components(tiny_generator(), tiny_proxy(), str(fake_root(tmp_path / "fm")))
+    reg = JobRegistry(tmp_path / "runs", components,
+                      evaluation=EvalSettings(models=("convnet", "alexnet"), repeats=2, epochs=40))
+    try:
+        rid = reg.start(TINY | {"steps_per_space": 1}, "me")
+        wait(lambda: reg.job(rid, "me").snapshot.state == "finished" and not reg.job(rid, "me").active)
+        reg.evaluate(rid, "me")
+        wait(lambda: reg.evaluation(rid, "me").done > 0)  # training, in its own process
+        child = reg._evals[rid]._process
+        assert child.pid != os.getpid() and child.is_alive()
+        os.kill(child.pid, signal.SIGKILL)
+        wait(lambda: reg.evaluation(rid, "me").state == "failed")
+        message = reg.evaluation(rid, "me").message
+        assert "ended unexpectedly (exit code -9)" in message and "press Evaluate to resume" in message
+        assert reg._queue.waiting() == 0 and not reg._queue._active
+        assert reg.evaluate(rid, "me").state in ("queued", "running")
+        wait(lambda: reg.evaluation(rid, "me").state == "done")
+        assert set(reg.evaluation(rid, "me").result["models"]) == {"convnet", "alexnet"}
+    finally:
+        reg.shutdown()
+
+
+def test_an_evaluation_that_fails_in_its_child_reports_the_engines_sentence(tmp_path):
+    from hpd_app.evaluation import EvalJob
+
+    class Queue:
+        released = []
+
+        def release(self, job):
+            self.released.append(job)
+
+    queue = Queue()
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    job = EvalJob(empty, "cpu", EvalSettings(models=("convnet",), repeats=1, epochs=1).suite(32), queue)
+    job.launch()
+    wait(lambda: job.status.state == "failed")
+    assert "synthetic.pt" in job.status.message and "\n" not in job.status.message
+    wait(lambda: queue.released == [job])
+    assert not job._process.is_alive() and job._process.exitcode == 0

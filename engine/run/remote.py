@@ -25,10 +25,10 @@ from .config import RunConfig
 from .events import ErrorEvent, Event, StateEvent
 from .run import check_selectable
 
-# Imported by the forkserver before it forks any run: what every run's set-up would import anyway (not
-# engine.cam: grad-cam pulls in OpenCV and SciPy, and the CAMs are the server's).
+# Imported by the forkserver before it forks any run or evaluation (hpd_app.evaluation): what their set-up
+# would import anyway (not engine.cam: grad-cam pulls in OpenCV and SciPy, and the CAMs are the server's).
 PRELOAD = ["engine.run.remote", "engine.run.context", "engine.generators", "engine.classifiers",
-           "engine.objectives", "engine.distance"]
+           "engine.objectives", "engine.distance", "engine.suite"]
 JOIN_S = 10.0  # how long the child gets to exit after its last message before it is called failed
 
 
