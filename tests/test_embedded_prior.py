@@ -259,3 +259,42 @@ def test_annealing_decays_the_rates_at_the_end_and_may_be_added_when_resuming(tm
     assert not all(torch.equal(v, c["G"][k]) for k, v in a["G"].items())  # the anneal changed the last steps
     assert b["config"]["anneal_kimg"] == 0.016
     assert [g["lr"] for g in b["opt_g"]["param_groups"]] == pytest.approx([cfg.lr_g * cfg.lr_factor(40)])
+
+
+def test_the_projected_discriminator_trains_heads_on_the_frozen_proxy_and_resumes(tmp_path):
+    """Its heads, not the proxy, are trained and saved; G gets a gradient through the proxy; a run with it
+    resumes bit for bit, and a run without it may switch it on when resuming (fresh heads)."""
+    from engine.classifiers import load_classifier
+    from engine.prior.projected import ProjectedDiscriminator
+
+    proxy = load_classifier("embedded:fashion-mnist", "cpu")
+    before = {k: v.clone() for k, v in proxy.state_dict().items()}
+    D = ProjectedDiscriminator(proxy, 10, seed=0)
+    assert len(D.heads) == 3 and all(k.startswith("heads.") for k in D.state_dict())
+    G = EmbeddedGenerator(SMALL)
+    c = F.one_hot(torch.arange(4) % 10, 10).float()
+    fake = G(G.mapping(torch.randn(4, SMALL.z_dim), c))
+    D.requires_grad_(False)
+    F.softplus(-D(fake, c)).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+    assert all(p.grad is None for p in proxy.parameters()) and all(p.grad is None for p in D.parameters())
+
+    images, labels = _tiny_data()
+    names = tuple(str(k) for k in range(10))
+    cpu, quiet = torch.device("cpu"), dict(progress=False, log=lambda s: None)
+    projected = replace(_tiny_cfg(0.048), projected_weight=0.5)
+    assert projected.to_dict()["projected_weight"] == 0.5 and "projected_weight" not in _tiny_cfg(0.048).to_dict()
+    train_prior(projected, images, labels, names, tmp_path / "whole", cpu, **quiet)
+    train_prior(replace(projected, kimg=0.024), images, labels, names, tmp_path / "split", cpu, **quiet)
+    resumed = train_prior(projected, images, labels, names, tmp_path / "split", cpu, **quiet)
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
+    assert resumed.resumed_from_step == 3 and set(a["D_proj"]) == set(D.state_dict())
+    for part in ("G", "D", "D_proj"):
+        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
+    assert all(torch.equal(v, load_classifier("embedded:fashion-mnist", "cpu").state_dict()[k]) for k, v in before.items())
+
+    train_prior(_tiny_cfg(0.024), images, labels, names, tmp_path / "later", cpu, **quiet)
+    assert "D_proj" not in load_checkpoint(tmp_path / "later")
+    switched = train_prior(projected, images, labels, names, tmp_path / "later", cpu, **quiet)
+    assert switched.resumed_from_step == 3 and "D_proj" in load_checkpoint(tmp_path / "later")
+    assert cli_main(["train-prior", "--out", str(tmp_path / "bad"), "--projected-weight", "-1"]) == 2

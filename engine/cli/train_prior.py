@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anneal-kimg", type=float, default=0.0,
                         help="over the last this many kimg, decay both learning rates to zero on a half cosine "
                              "(default 0: constant rates); may be added when resuming")
+    parser.add_argument("--projected-weight", type=float, default=0.0,
+                        help="weight of a second discriminator on the frozen proxy classifier's features "
+                             "(Projected GAN's idea; default 0: off); may be switched on when resuming")
     parser.add_argument("--export", type=Path, default=None, help="write the EMA generator here when done")
     parser.add_argument("--state-file", type=Path, default=None,
                         help="also keep the training state in this one file (overwritten at every checkpoint; "
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig(dataset=args.dataset, kimg=args.kimg, batch=args.batch, seed=args.seed,
                           ckpt_kimg=args.ckpt_kimg, r1_gamma=args.r1_gamma, ms_weight=args.ms_weight,
-                          ac_weight=args.ac_weight, anneal_kimg=args.anneal_kimg)
+                          ac_weight=args.ac_weight, anneal_kimg=args.anneal_kimg,
+                          projected_weight=args.projected_weight)
     except ValueError as e:  # the settings, before any data is read
         return fail(f"{e} (check the train-prior options)")
     data = load_dataset(args.dataset, "train", root=args.data_root)

@@ -33,13 +33,15 @@ def load_checkpoint(out_dir: Path) -> dict | None:
 # committed file shrinks from 22.7 to ~16 MB and a continuation from it differs from an uninterrupted run
 # by that rounding only. The run folder's checkpoint.pt stays exact and wins a tie (engine/prior/loop.py).
 MOMENTS = ("exp_avg", "exp_avg_sq")
-OPTIMISERS = ("opt_g", "opt_d")
+OPTIMISERS = ("opt_g", "opt_d", "opt_dp")
 
 
 def compact(state: dict) -> dict:
     """`state` with the optimisers' moments in bfloat16 (weights, EMA, RNG and counters unchanged)."""
     out = dict(state)
     for name in OPTIMISERS:
+        if name not in state:  # opt_dp: only with a projected discriminator
+            continue
         opt = state[name]
         out[name] = {**opt, "state": {i: {k: v.to(torch.bfloat16) if k in MOMENTS else v for k, v in s.items()}
                                       for i, s in opt["state"].items()}}
@@ -48,7 +50,7 @@ def compact(state: dict) -> dict:
 
 def _widen(state: dict) -> dict:
     for name in OPTIMISERS:
-        for s in state[name]["state"].values():
+        for s in state.get(name, {"state": {}})["state"].values():
             for k in MOMENTS:
                 if k in s:
                     s[k] = s[k].float()

@@ -29,6 +29,9 @@ class TrainConfig:
     # Over the last anneal_kimg of the run both learning rates fall to zero on a half cosine (0: constant
     # rates). Tried against the Fréchet distance's plateau (658.7 -> 700 kimg, BENCHMARKS.md): no better.
     anneal_kimg: float = 0.0
+    # Weight of a second, projected discriminator on the frozen proxy's features (projected.py; 0: off, as
+    # every run before it). May be switched on when resuming: its heads then start fresh.
+    projected_weight: float = 0.0
     generator: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
     def __post_init__(self):
@@ -47,8 +50,8 @@ class TrainConfig:
             raise ValueError(f"mixing_prob must be in [0, 1], got {self.mixing_prob}")
         if min(self.lr_g, self.lr_d) <= 0 or not 0 <= self.beta2 < 1:
             raise ValueError("learning rates must be > 0 and beta2 in [0, 1)")
-        if min(self.r1_gamma, self.ac_weight, self.ms_weight, self.ms_tau) < 0:
-            raise ValueError("r1_gamma, ac_weight, ms_weight and ms_tau must be >= 0")
+        if min(self.r1_gamma, self.ac_weight, self.ms_weight, self.ms_tau, self.projected_weight) < 0:
+            raise ValueError("r1_gamma, ac_weight, ms_weight, ms_tau and projected_weight must be >= 0")
         if len(self.d_widths) != 4:
             raise ValueError(f"d_widths must give 4 widths for 32, 16, 8, 4 px, got {self.d_widths}")
 
@@ -65,8 +68,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if self.anneal_kimg == 0:  # as before the field existed: earlier states resume unchanged
-            d.pop("anneal_kimg")
+        for name in ("anneal_kimg", "projected_weight"):
+            if d[name] == 0:  # off, as before the field existed: earlier states resume unchanged
+                d.pop(name)
         d["d_widths"] = list(self.d_widths)
         d["generator"] = self.generator.to_dict()
         return d

@@ -18,7 +18,7 @@ from .trainer import PriorTrainer
 
 # Keys that may change between a run and its resumption: they do not change what the steps already
 # taken computed (the anneal window lies at the end of the run, which kimg moves too).
-RESUMABLE_CHANGES = {"kimg", "ckpt_kimg", "anneal_kimg"}
+RESUMABLE_CHANGES = {"kimg", "ckpt_kimg", "anneal_kimg", "projected_weight"}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from .config import TrainConfig
 from .discriminator import ProjectionDiscriminator
 from .ema import ema_beta, update_ema
 from .losses import d_adversarial, g_adversarial, mode_seeking, r1_penalty
+from .projected import ProjectedDiscriminator
 
 
 class ClassPairSampler:
@@ -44,12 +45,32 @@ class PriorTrainer:
         # Lazy R1 runs every r1_interval steps; StyleGAN2 rescales D's Adam to keep its dynamics.
         lazy = cfg.r1_interval / (cfg.r1_interval + 1)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * lazy, betas=(0.0, cfg.beta2 ** lazy), eps=1e-8)
-        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
+        self.D_proj, self.opt_dp = self._projected(cfg, device)
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self._optimisers()]
         self.real = ClassPairSampler(images_u8, labels, gcfg.num_classes)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step_count = 0
         self.images_seen = 0
         self.train_seconds = 0.0
+
+    @staticmethod
+    def _projected(cfg: TrainConfig, device: torch.device):
+        """The projected discriminator and its optimiser, or (None, None) when it is off. Its heads draw no
+        numbers from the run's generator, so a run without it is the run it always was."""
+        if cfg.projected_weight == 0:
+            return None, None
+        from engine.classifiers import load_classifier
+        from engine.run.config import DEFAULT_CLASSIFIER
+
+        if cfg.dataset not in DEFAULT_CLASSIFIER:
+            raise ValueError(f"no proxy classifier for {cfg.dataset!r} to project onto; projected_weight needs "
+                             f"one of: {', '.join(DEFAULT_CLASSIFIER)}")
+        proxy = load_classifier(DEFAULT_CLASSIFIER[cfg.dataset], device)
+        D = ProjectedDiscriminator(proxy, cfg.generator.num_classes, seed=cfg.seed + 2).to(device)
+        return D, torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(0.0, cfg.beta2), eps=1e-8)
+
+    def _optimisers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_g, self.opt_d] + ([self.opt_dp] if self.opt_dp is not None else [])
 
     # --- sampling -------------------------------------------------------------------------
     def _classes(self) -> torch.Tensor:
@@ -86,7 +107,7 @@ class PriorTrainer:
     def _set_lrs(self) -> None:
         # From the config, not the optimisers' saved groups: a resumed run follows the schedule it resumes with.
         factor = self.cfg.lr_factor(self.images_seen)
-        for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
+        for opt, bases in zip(self._optimisers(), self.base_lrs):
             for group, base in zip(opt.param_groups, bases):
                 group["lr"] = base * factor
 
@@ -106,33 +127,49 @@ class PriorTrainer:
             r1 = r1_penalty(real_logits, real)
             loss = loss + (cfg.r1_gamma / 2) * r1 * cfg.r1_interval
             stats["r1"] = r1.item()
-        self.opt_d.zero_grad(set_to_none=True)
+        if self.D_proj is not None:  # no R1 here: Projected GAN trains its heads without one
+            proj = d_adversarial(self.D_proj(real.detach(), c), self.D_proj(fake, c))
+            loss = loss + cfg.projected_weight * proj
+            stats["dp_loss"] = proj.item()
+        for opt in self._optimisers()[1:]:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt_d.step()
+        for opt in self._optimisers()[1:]:
+            opt.step()
         return stats
 
     def _g_step(self, c: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         z = torch.randn(len(c), self.G.z_dim, generator=self.gen).to(self.device)
-        self.D.requires_grad_(False)  # G's loss must not spend time on D's weight gradients
+        judges = [d for d in (self.D, self.D_proj) if d is not None]
+        for d in judges:  # G's loss must not spend time on the discriminators' weight gradients
+            d.requires_grad_(False)
         fake = self.G(self._mixed_ws(z, c))
         fake_logits, fake_cls = self.D(fake, c)
         adv = g_adversarial(fake_logits)
         ac = F.cross_entropy(fake_cls, labels)
         ms = mode_seeking(fake, z, cfg.ms_tau)
         loss = adv + cfg.ac_weight * ac + cfg.ms_weight * ms
+        stats = {"g_adv": adv.item(), "g_ac": ac.item(), "ms_ratio": -ms.item()}
+        if self.D_proj is not None:
+            proj = g_adversarial(self.D_proj(fake, c))
+            loss = loss + cfg.projected_weight * proj
+            stats["gp_adv"] = proj.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        self.D.requires_grad_(True)
-        return {"g_adv": adv.item(), "g_ac": ac.item(), "ms_ratio": -ms.item()}
+        for d in judges:
+            d.requires_grad_(True)
+        return stats
 
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"config": self.cfg.to_dict(), "G": self.G.state_dict(), "D": self.D.state_dict(),
                 "G_ema": self.G_ema.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "rng": self.gen.get_state(),
-                "step": self.step_count, "images_seen": self.images_seen, "train_seconds": self.train_seconds}
+                "step": self.step_count, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
+                **({"D_proj": self.D_proj.state_dict(), "opt_dp": self.opt_dp.state_dict()}
+                   if self.D_proj is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -144,3 +181,6 @@ class PriorTrainer:
         self.step_count = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.train_seconds = float(state["train_seconds"])
+        if self.D_proj is not None and "D_proj" in state:  # absent: switched on at this resume, fresh heads
+            self.D_proj.load_state_dict(state["D_proj"])
+            self.opt_dp.load_state_dict(state["opt_dp"])
