@@ -50,7 +50,9 @@ def compact(state: dict) -> dict:
 
 def _widen(state: dict) -> dict:
     for name in OPTIMISERS:
-        for s in state.get(name, {"state": {}})["state"].values():
+        if name not in state:  # opt_dp: only with a projected discriminator
+            continue
+        for s in state[name]["state"].values():
             for k in MOMENTS:
                 if k in s:
                     s[k] = s[k].float()

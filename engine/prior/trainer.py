@@ -69,8 +69,11 @@ class PriorTrainer:
         D = ProjectedDiscriminator(proxy, cfg.generator.num_classes, seed=cfg.seed + 2).to(device)
         return D, torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(0.0, cfg.beta2), eps=1e-8)
 
+    def _d_optimisers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_d] + ([self.opt_dp] if self.opt_dp is not None else [])
+
     def _optimisers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt_g, self.opt_d] + ([self.opt_dp] if self.opt_dp is not None else [])
+        return [self.opt_g] + self._d_optimisers()
 
     # --- sampling -------------------------------------------------------------------------
     def _classes(self) -> torch.Tensor:
@@ -131,10 +134,10 @@ class PriorTrainer:
             proj = d_adversarial(self.D_proj(real.detach(), c), self.D_proj(fake, c))
             loss = loss + cfg.projected_weight * proj
             stats["dp_loss"] = proj.item()
-        for opt in self._optimisers()[1:]:
+        for opt in self._d_optimisers():
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        for opt in self._optimisers()[1:]:
+        for opt in self._d_optimisers():
             opt.step()
         return stats
 
